@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# hpcbox-pool against Python's multiprocessing.Pool and rayon, side by side in one run.
+# Usage: bench/pool/run.sh [pi_samples]   (default 10^9)
+# Prints every figure and ratio and writes bench/results/pool-<date>.md.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+samples="${1:-1000000000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+bench="${POOL_BENCH_BIN:-}"   # a prebuilt pool_bench, else it is built here
+if [ -z "$bench" ]; then
+  cargo build --release -q -p hpcbox-pool --example pool_bench
+  bench="$CARGO_TARGET_DIR/release/examples/pool_bench"
+fi
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+echo "== python $(python3 -c 'import sys; print(sys.version.split()[0])') multiprocessing.Pool"
+python3 bench/pool/peer.py | tee "$tmp/py.txt"
+echo "== hpcbox-pool (release) and rayon"
+"$bench" "$samples" | tee "$tmp/rs.txt"
+
+date="$(date -u +%Y-%m-%d)"
+out="bench/results/pool-$date.md"
+mkdir -p bench/results
+python3 - "$tmp/py.txt" "$tmp/rs.txt" "$out" <<'PY'
+import platform, subprocess, sys
+def load(path):
+    return {k: float(v) for k, v in (line.split() for line in open(path) if line.strip())}
+py, rs, out = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3]
+def sh(cmd):
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+rows = [
+    ("map `x + 1`, 1e6 ints, default chunksize: process workers (µs/item)",
+     py["py_map_default_us_per_item"], rs["proc_map_default_us_per_item"], "Python / hpcbox", 50),
+    ("map `x + 1`, 1e5 ints, chunksize=1: process workers (µs/item)",
+     py["py_map_chunksize1_us_per_item"], rs["proc_map_chunksize1_us_per_item"], "Python / hpcbox", 10),
+    ("`with Pool(2) as p: p.map(f, [1])`, start to stop (ms)",
+     py["py_start_stop_ms"], rs["proc_start_stop_ms"], "Python / hpcbox", 10),
+]
+lines = []
+lines.append("# hpcbox-pool benchmark\n")
+lines.append(f"Run `bench/pool/run.sh {int(rs['pi_samples'])}` on {sh('date -u +%Y-%m-%dT%H:%MZ')}; "
+             "every figure below comes from that one run (best of several repetitions each).\n")
+lines.append("## Machine\n")
+lines.append("```")
+lines.append(f"nproc: {sh('nproc')}")
+lines.append(sh("lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|MHz' || true"))
+lines.append(sh("free -g"))
+lines.append(f"load average at start: {sh('cat /proc/loadavg')}")
+lines.append(f"kernel: {platform.release()}; python: {platform.python_version()}")
+lines.append("```\n")
+lines.append("## Against Python `multiprocessing.Pool(2)` (fork start)\n")
+lines.append("| work | Python | hpcbox | ratio | aim | met |")
+lines.append("|---|---|---|---|---|---|")
+report = []
+for name, p, h, how, aim in rows:
+    ratio = p / h
+    met = "yes" if ratio >= aim else "no"
+    lines.append(f"| {name} | {p:.4f} | {h:.4f} | {ratio:.1f}x ({how}) | ≥ {aim}x | {met} |")
+    report.append(f"{name}: python {p:.4f}, hpcbox {h:.4f}, ratio {ratio:.1f}x (aim {aim}x) {met}")
+t, r = rs["thread_map_default_us_per_item"], rs["rayon_map_us_per_item"]
+lines.append("\n## Thread workers against rayon (2 threads each)\n")
+lines.append("| work | rayon | hpcbox threads | ratio | aim | met |")
+lines.append("|---|---|---|---|---|---|")
+met = "yes" if t / r <= 1.5 else "no"
+lines.append(f"| map `x + 1`, 1e6 ints (µs/item) | {r:.5f} | {t:.5f} | {t / r:.2f}x (hpcbox / rayon) | ≤ 1.5x | {met} |")
+report.append(f"threads vs rayon: rayon {r:.5f}, hpcbox {t:.5f} µs/item, {t / r:.2f}x (aim ≤ 1.5x) {met}")
+s, p2 = rs["pi_serial_s"], rs["pi_pool2_s"]
+lines.append("\n## Monte Carlo pi\n")
+lines.append("| samples | serial | `Pool(2)` process workers | speed-up | aim | met |")
+lines.append("|---|---|---|---|---|---|")
+met = "yes" if s / p2 >= 1.9 else "no"
+lines.append(f"| {int(rs['pi_samples']):.0e} | {s:.3f} s (pi ≈ {rs['pi_serial_value']:.5f}) | {p2:.3f} s (pi ≈ {rs['pi_pool2_value']:.5f}) | {s / p2:.2f}x | ≥ 1.9x | {met} |")
+report.append(f"pi {int(rs['pi_samples']):.0e}: serial {s:.3f}s, pool2 {p2:.3f}s, speed-up {s / p2:.2f}x (aim 1.9x) {met}")
+open(out, "w").write("\n".join(lines) + "\n")
+print("== ratios")
+print("\n".join(report))
+print(f"written: {out}")
+PY

@@ -1,0 +1,107 @@
+//! `hpcbox`: the one binary of hpcbox.
+//!
+//! Called as `hpcbox <verb>`, or through a link named after a PBS command (`qsub`, `qstat`,
+//! `qdel`, `qhold`, `qrls`, `qsig`, `pbsnodes`), which it then is.
+
+mod check_script;
+mod cluster;
+mod pbs;
+mod submission;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// hpcbox: a process pool, MPI-style ranks and a PBS-compatible batch scheduler in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "hpcbox", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a cluster on this machine: the server and its node agents, in the background.
+    Up(cluster::UpArgs),
+    /// Stop the cluster that `hpcbox up` started.
+    Down,
+    /// Tell what runs: the server, its nodes and jobs.
+    Status,
+    /// Run the server in the foreground.
+    Server(cluster::ServerArgs),
+    /// Run a node agent in the foreground.
+    Agent(cluster::AgentArgs),
+    /// Create links named qsub, qstat, qdel, … to this binary in a directory.
+    Links {
+        /// The directory to put the links in.
+        dir: std::path::PathBuf,
+    },
+    /// Read a PBS job script as qsub would and print the job it describes, without submitting.
+    ///
+    /// Directives are taken from the top of the script until its first executable line; qsub
+    /// options given here override them, as on qsub's command line.
+    CheckScript(check_script::Args),
+    /// PBS's qsub.
+    #[command(disable_help_flag = true)]
+    Qsub(PbsArgs),
+    /// PBS's qstat.
+    #[command(disable_help_flag = true)]
+    Qstat(PbsArgs),
+    /// PBS's qdel.
+    #[command(disable_help_flag = true)]
+    Qdel(PbsArgs),
+    /// PBS's qhold.
+    #[command(disable_help_flag = true)]
+    Qhold(PbsArgs),
+    /// PBS's qrls.
+    #[command(disable_help_flag = true)]
+    Qrls(PbsArgs),
+    /// PBS's qsig.
+    #[command(disable_help_flag = true)]
+    Qsig(PbsArgs),
+    /// PBS's pbsnodes.
+    #[command(disable_help_flag = true)]
+    Pbsnodes(PbsArgs),
+}
+
+/// The arguments of a PBS command, passed as they are.
+#[derive(Debug, clap::Args)]
+struct PbsArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let called_as = argv
+        .first()
+        .and_then(|arg0| std::path::Path::new(arg0).file_name())
+        .and_then(|name| name.to_str())
+        .unwrap_or("hpcbox")
+        .to_string();
+    if let Some(code) = pbs::run(&called_as, &argv[1.min(argv.len())..]) {
+        return code;
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => cluster::up(args),
+        Command::Down => cluster::down(),
+        Command::Status => cluster::status(),
+        Command::Server(args) => cluster::server(args),
+        Command::Agent(args) => cluster::agent(args),
+        Command::Links { dir } => cluster::links(&dir),
+        Command::CheckScript(args) => check_script::run(args),
+        Command::Qsub(a) => pbs_command("qsub", &a),
+        Command::Qstat(a) => pbs_command("qstat", &a),
+        Command::Qdel(a) => pbs_command("qdel", &a),
+        Command::Qhold(a) => pbs_command("qhold", &a),
+        Command::Qrls(a) => pbs_command("qrls", &a),
+        Command::Qsig(a) => pbs_command("qsig", &a),
+        Command::Pbsnodes(a) => pbs_command("pbsnodes", &a),
+    }
+}
+
+fn pbs_command(name: &str, args: &PbsArgs) -> ExitCode {
+    pbs::run(name, &args.args).unwrap_or(ExitCode::FAILURE)
+}

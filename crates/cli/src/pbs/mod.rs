@@ -1,0 +1,45 @@
+//! The PBS commands (`qsub`, `qstat`, `qdel`, `qhold`, `qrls`, `qsig`, `pbsnodes`), as the
+//! `hpcbox` binary answers them under their own names or as `hpcbox qsub …`.
+
+pub mod pbsnodes;
+pub mod qdel;
+pub mod qstat;
+pub mod qsub;
+
+use std::process::ExitCode;
+
+use hpcbox_cluster::client::Client;
+use hpcbox_cluster::home::StateDir;
+
+/// The names the binary answers to when called through a link.
+pub const COMMANDS: [&str; 7] = ["qsub", "qstat", "qdel", "qhold", "qrls", "qsig", "pbsnodes"];
+
+/// Runs PBS command `name` with `args` (after the program name), if it is one.
+pub fn run(name: &str, args: &[String]) -> Option<ExitCode> {
+    let code = match name {
+        "qsub" => qsub::run(args),
+        "qstat" => qstat::run(args),
+        "qdel" | "qhold" | "qrls" | "qsig" => qdel::run(name, args),
+        "pbsnodes" => pbsnodes::run(args),
+        _ => return None,
+    };
+    Some(exit_code(code))
+}
+
+/// An exit status as PBS commands give it (the low 8 bits).
+pub fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from((code & 0xff) as u8)
+}
+
+/// The client of the server of this user's state directory.
+pub fn client() -> Client {
+    let state = StateDir::from_process_env().unwrap_or_else(|| StateDir::new("/tmp/hpcbox"));
+    Client::new(state.socket())
+}
+
+/// Prints `program: <why the server was not reached>` and gives PBS's exit status for it
+/// (`pbs_errno` 15034, no server: 15034 & 255).
+pub fn unreachable(program: &str, err: &hpcbox_cluster::client::ClientError) -> i32 {
+    eprintln!("{program}: {err}");
+    hpcbox_pbs::errno::exit_code(hpcbox_pbs::errno::PbsErrno::NoServer.code())
+}

@@ -1,0 +1,56 @@
+//! `pbsnodes`: the vnodes and their state.
+
+use hpcbox_pbs::format::json::{self, Prologue};
+use hpcbox_pbs::format::pbsnodes;
+use hpcbox_pbs::getopt::{getopt, Opt};
+
+const USAGE: &str =
+    "usage:\tpbsnodes [-o|-r] [-s server] [-C comment] [-F json|dsv] [-D delim] node node ...\n\
+\tpbsnodes -l [-s server] [-F json|dsv] [-D delim] [node node ...]\n\
+\tpbsnodes -a [-v] [-s server] [-F json|dsv] [-D delim] [node node ...]\n\
+\tpbsnodes --version\n";
+
+/// Runs `pbsnodes` with `args`; returns its exit status.
+pub fn run(args: &[String]) -> i32 {
+    let g = getopt("pbsnodes", "aloprsvF:C:D:S", args);
+    let (mut list, mut as_json) = (false, false);
+    for opt in &g.opts {
+        match opt {
+            Opt::Invalid(message) => {
+                eprint!("{message}\n{USAGE}");
+                return 1;
+            }
+            Opt::Flag('l', _) => list = true,
+            Opt::Flag('F', Some(format)) => as_json = format.eq_ignore_ascii_case("json"),
+            Opt::Flag('o' | 'r', _) => {
+                eprintln!("pbsnodes: taking vnodes offline is not supported by hpcbox yet");
+                return 1;
+            }
+            Opt::Flag(_, _) => {}
+        }
+    }
+    let mut nodes = match super::client().nodes() {
+        Ok(nodes) => nodes,
+        Err(err) => return super::unreachable("pbsnodes", &err),
+    };
+    if !g.operands.is_empty() {
+        nodes.retain(|node| g.operands.contains(&node.name));
+    }
+    let text = if as_json {
+        let server = crate::submission::host_name();
+        json::render_nodes(
+            &nodes,
+            &Prologue {
+                timestamp: jiff::Timestamp::now().as_second(),
+                pbs_version: env!("CARGO_PKG_VERSION"),
+                pbs_server: &server,
+            },
+        )
+    } else if list {
+        pbsnodes::render_list(&nodes)
+    } else {
+        pbsnodes::render_all(&nodes, &jiff::tz::TimeZone::system())
+    };
+    print!("{text}");
+    0
+}

@@ -1,0 +1,275 @@
+//! End to end: real `hpcbox up` clusters in temporary state directories, driven by the PBS
+//! commands as a user would drive them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const HPCBOX: &str = env!("CARGO_BIN_EXE_hpcbox");
+
+/// A cluster of its own, stopped when dropped.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    work: PathBuf,
+}
+
+impl Cluster {
+    fn up(args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("state");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let cluster = Cluster {
+            _dir: dir,
+            home,
+            work,
+        };
+        let out = cluster.run("up", args);
+        assert!(out.status.success(), "hpcbox up: {}", text(&out.stderr));
+        cluster
+    }
+
+    fn command(&self, verb: &str) -> Command {
+        let mut command = Command::new(HPCBOX);
+        command
+            .arg(verb)
+            .env("HPCBOX_HOME", &self.home)
+            .env_remove("PBS_DPREFIX")
+            .current_dir(&self.work);
+        command
+    }
+
+    fn run(&self, verb: &str, args: &[&str]) -> Output {
+        self.command(verb).args(args).output().unwrap()
+    }
+
+    /// `qsub` of `script` (written to the work directory as `name`); returns the job id.
+    fn qsub(&self, name: &str, script: &str, args: &[&str]) -> String {
+        std::fs::write(self.work.join(name), script).unwrap();
+        let mut all: Vec<&str> = args.to_vec();
+        all.push(name);
+        let out = self.run("qsub", &all);
+        assert!(out.status.success(), "qsub: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// An attribute of a job, from `qstat -x -f -w`.
+    fn attr(&self, id: &str, name: &str) -> Option<String> {
+        let out = self.run("qstat", &["-x", "-f", "-w", id]);
+        let prefix = format!("    {name} = ");
+        text(&out.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+    }
+
+    fn wait_state(&self, id: &str, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.attr(id, "job_state").as_deref() != Some(state) {
+            assert!(Instant::now() < deadline, "job {id} never reached {state}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.work.join(file)).unwrap_or_default()
+    }
+
+    fn state(&self) -> &Path {
+        &self.home
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.run("down", &[]);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn seq(id: &str) -> &str {
+    id.split('.').next().unwrap()
+}
+
+#[test]
+fn a_job_runs_with_the_pbs_environment_and_its_output_lands_where_it_was_submitted() {
+    let cluster = Cluster::up(&["--nodes", "2", "--cpus", "1", "--mem", "256mb"]);
+    let script = "#!/bin/sh\n#PBS -N envjob\n#PBS -l select=2:ncpus=1\ncd $PBS_O_WORKDIR\n\
+                  echo \"id=$PBS_JOBID name=$PBS_JOBNAME queue=$PBS_QUEUE env=$PBS_ENVIRONMENT\"\n\
+                  echo \"ncpus=$NCPUS omp=$OMP_NUM_THREADS\"\nwc -l < $PBS_NODEFILE\n\
+                  test -d \"$TMPDIR\" && echo tmpdir\npwd\necho oops >&2\n";
+    let id = cluster.qsub("env.pbs", script, &[]);
+    assert!(id.ends_with(&format!(".{}", id.split_once('.').unwrap().1)));
+    cluster.wait_state(&id, "F");
+    let out = cluster.read(&format!("envjob.o{}", seq(&id)));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("id={id} name=envjob queue=workq env=PBS_BATCH")
+    );
+    assert_eq!(lines[1], "ncpus=1 omp=1");
+    assert_eq!(lines[2], "2");
+    assert_eq!(lines[3], "tmpdir");
+    assert_eq!(lines[4], cluster.work.display().to_string());
+    assert_eq!(cluster.read(&format!("envjob.e{}", seq(&id))), "oops\n");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("0"));
+    let comment = cluster.attr(&id, "comment").unwrap();
+    assert!(
+        comment.starts_with("Job run at ") && comment.ends_with(" and finished"),
+        "{comment}"
+    );
+    // Without -x a finished job is history, in PBS's words and exit status.
+    let out = cluster.run("qstat", &[&id]);
+    assert_eq!(out.status.code(), Some(35));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "qstat: {id} Job has finished, use -x or -H to obtain historical job information\n"
+        )
+    );
+}
+
+#[test]
+fn the_lessons_testmpi_script_runs_unmodified_on_four_virtual_nodes() {
+    let cluster = Cluster::up(&[
+        "--nodes", "4", "--cpus", "1", "--mem", "1GB", "--queue", "defaultQ",
+    ]);
+    let script = include_str!("../../../examples/lesson/testmpi.pbs");
+    let id = cluster.qsub("testmpi.pbs", script, &[]);
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "queue").as_deref(), Some("defaultQ"));
+    assert_eq!(cluster.attr(&id, "project").as_deref(), Some("Training"));
+    let vnodes = cluster.attr(&id, "exec_vnode").unwrap();
+    assert_eq!(vnodes.matches("ncpus=1").count(), 4, "{vnodes}");
+    // Without environment modules, `module load` fails as it would, and the job goes on.
+    let errors = cluster.read(&format!("testmpi.e{}", seq(&id)));
+    assert!(errors.contains("module"), "{errors}");
+}
+
+#[test]
+fn errors_are_pbs_errors() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    std::fs::write(cluster.work.join("j.pbs"), "true\n").unwrap();
+    let out = cluster.run("qsub", &["-q", "nosuch", "j.pbs"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (Some(170), "qsub: Unknown queue\n".into())
+    );
+    let out = cluster.run("qstat", &["999"]);
+    assert_eq!(out.status.code(), Some(153));
+    assert!(
+        text(&out.stderr).starts_with("qstat: Unknown Job Id 999."),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cluster.run("qdel", &["999"]);
+    assert_eq!(out.status.code(), Some(153));
+    let out = cluster.run("qsub", &["-l", "ncpus=lots", "j.pbs"]);
+    assert_ne!(out.status.code(), Some(0));
+    // Nothing refused was queued.
+    let out = cluster.run("qstat", &["-x"]);
+    assert_eq!(text(&out.stdout), "");
+}
+
+#[test]
+fn hold_release_delete_and_dependencies() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let held = cluster.qsub("held.pbs", "echo released\n", &["-h"]);
+    assert_eq!(cluster.attr(&held, "job_state").as_deref(), Some("H"));
+    let fails = cluster.qsub("fails.pbs", "exit 3\n", &[]);
+    let after_ok = cluster.qsub(
+        "ok.pbs",
+        "echo never\n",
+        &["-W", &format!("depend=afterok:{fails}")],
+    );
+    let after_not_ok = cluster.qsub(
+        "notok.pbs",
+        "echo ran\n",
+        &["-W", &format!("depend=afternotok:{fails}")],
+    );
+    cluster.wait_state(&fails, "F");
+    assert_eq!(cluster.attr(&fails, "Exit_status").as_deref(), Some("3"));
+    cluster.wait_state(&after_not_ok, "F");
+    assert_eq!(
+        cluster.read(&format!("notok.pbs.o{}", seq(&after_not_ok))),
+        "ran\n"
+    );
+    cluster.wait_state(&after_ok, "F");
+    assert_eq!(
+        cluster.attr(&after_ok, "Exit_status"),
+        None,
+        "afterok job must never run"
+    );
+    assert!(cluster.run("qrls", &[&held]).status.success());
+    cluster.wait_state(&held, "F");
+    assert_eq!(
+        cluster.read(&format!("held.pbs.o{}", seq(&held))),
+        "released\n"
+    );
+}
+
+#[test]
+fn qdel_ends_a_running_job_and_everything_it_started() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let marker = cluster.work.join("daemon.pid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 1000' &\nsleep 1000\n",
+        marker.display()
+    );
+    let id = cluster.qsub("bg.pbs", &script, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&marker).is_ok_and(|s| s.ends_with('\n')) {
+        assert!(
+            Instant::now() < deadline,
+            "the job never started its daemon"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let daemon: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(cluster.run("qdel", &[&id]).status.success());
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("271"));
+    let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "daemon {daemon} survived qdel: {stat}"
+    );
+    let comment = cluster.attr(&id, "comment").unwrap();
+    assert!(comment.contains("and terminated"), "{comment}");
+}
+
+#[test]
+fn a_server_killed_with_sigkill_loses_no_job() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let blocker = cluster.qsub("block.pbs", "sleep 2\n", &[]);
+    let ids: Vec<String> = (0..5)
+        .map(|k| cluster.qsub(&format!("j{k}.pbs"), &format!("echo {k}\n"), &[]))
+        .collect();
+    let server_pid: i32 = std::fs::read_to_string(cluster.state().join("server.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = cluster.run("up", &["--cpus", "1", "--mem", "256mb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (k, id) in ids.iter().enumerate() {
+        cluster.wait_state(id, "F");
+        assert_eq!(
+            cluster.read(&format!("j{k}.pbs.o{}", seq(id))),
+            format!("{k}\n")
+        );
+    }
+    cluster.wait_state(&blocker, "F");
+}

@@ -1,0 +1,420 @@
+//! The node agent (PBS's mom): connects to the server, runs the jobs it is sent, enforces
+//! their limits, and reports their usage and exits.
+//!
+//! Jobs outlive the connection: when the server goes away the agent keeps running them,
+//! reconnects with a short backoff, re-reports them in its [`AgentMessage::Hello`], and then
+//! delivers every report held back while it was away.
+//!
+//! ```no_run
+//! use hpcbox_cluster::agent::{self, AgentConfig};
+//! use hpcbox_cluster::protocol::NodeReport;
+//! let node = NodeReport {
+//!     name: "node1".into(),
+//!     host: "laptop".into(),
+//!     ncpus: 4,
+//!     mem_kb: 8 << 20,
+//!     ngpus: 0,
+//!     cpu_ids: vec![],
+//! };
+//! let config = AgentConfig::new(node, "/state/agent.sock", "secret", "/state/aux");
+//! agent::run(config)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod job;
+mod setup;
+mod signals;
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hpcbox_pbs::exit::{JOB_EXEC_FAIL2, JOB_EXEC_RETRY};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::exec;
+use crate::protocol::{self, AgentMessage, JobStart, NodeReport, ServerMessage};
+use crate::usage::Limits;
+use job::Job;
+pub use signals::parse_signal;
+
+/// PBS's default mom port, for `PBS_MOMPORT`.
+pub const DEFAULT_MOM_PORT: u16 = 15002;
+
+/// The first and the longest wait between attempts to reach the server.
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
+/// How a node agent runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The vnode this agent serves, as it reports it.
+    pub node: NodeReport,
+    /// The Unix socket of the server's agent listener.
+    pub server_socket: PathBuf,
+    /// The installation's token, presented in the hello.
+    pub token: String,
+    /// Where job scripts and node files go (PBS's `$PBS_HOME/aux`).
+    pub aux_dir: PathBuf,
+    /// Where job `TMPDIR`s go, as `pbs.<jobid>` (PBS's `$tmpdir`, default `/var/tmp`).
+    pub tmp_root: PathBuf,
+    /// Between SIGTERM and SIGKILL when a job goes past a limit (PBS's `kill_delay`).
+    pub kill_delay: Duration,
+    /// How often jobs are measured and their limits checked.
+    pub poll_interval: Duration,
+    /// How often a running job's usage is reported to the server.
+    pub usage_interval: Duration,
+    /// The environment every job starts from (PBS's `pbs_environment`).
+    pub base_env: Vec<(String, String)>,
+    /// The agent's port, for `PBS_MOMPORT`.
+    pub mom_port: u16,
+}
+
+impl AgentConfig {
+    /// A configuration with PBS's defaults: `TMPDIR`s in `/var/tmp`, a 10 s kill delay,
+    /// measurements every second, usage reports every 10 s, and a base environment built by
+    /// [`base_environment`] from this process's.
+    pub fn new(
+        node: NodeReport,
+        server_socket: impl Into<PathBuf>,
+        token: impl Into<String>,
+        aux_dir: impl Into<PathBuf>,
+    ) -> AgentConfig {
+        AgentConfig {
+            node,
+            server_socket: server_socket.into(),
+            token: token.into(),
+            aux_dir: aux_dir.into(),
+            tmp_root: PathBuf::from("/var/tmp"),
+            kill_delay: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            usage_interval: Duration::from_secs(10),
+            base_env: base_environment(|name| std::env::var(name).ok()),
+            mom_port: DEFAULT_MOM_PORT,
+        }
+    }
+}
+
+/// The base environment of jobs, as PBS's installer writes `pbs_environment`: `PATH=/bin:/usr/bin`,
+/// plus `LANG` and `TZ` when `lookup` finds them set.
+///
+/// ```
+/// use hpcbox_cluster::agent::base_environment;
+/// let env = base_environment(|name| (name == "TZ").then(|| "UTC".to_string()));
+/// assert_eq!(env, [("PATH".to_string(), "/bin:/usr/bin".to_string()),
+///                  ("TZ".to_string(), "UTC".to_string())]);
+/// ```
+pub fn base_environment(lookup: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    let mut env = vec![("PATH".to_string(), "/bin:/usr/bin".to_string())];
+    for name in ["LANG", "TZ"] {
+        if let Some(value) = lookup(name).filter(|value| !value.is_empty()) {
+            env.push((name.to_string(), value));
+        }
+    }
+    env
+}
+
+/// Runs the agent on a runtime of its own until the server refuses it (an error).
+///
+/// Call it from a plain thread; inside a tokio runtime, await [`serve`] instead.
+pub fn run(config: AgentConfig) -> io::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(config))
+}
+
+/// The agent itself: makes this process a child subreaper, then talks to the server, and
+/// reconnects whenever the connection is lost, for as long as the server does not refuse it.
+/// Returns only with the refusal, as an error of kind `PermissionDenied`.
+pub async fn serve(config: AgentConfig) -> io::Result<()> {
+    exec::become_subreaper()?;
+    let mut ticker = tokio::time::interval(config.poll_interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut agent = Agent {
+        config,
+        jobs: Vec::new(),
+        outbox: VecDeque::new(),
+        connected: false,
+    };
+    let mut backoff = RECONNECT_FIRST;
+    loop {
+        match UnixStream::connect(&agent.config.server_socket).await {
+            Ok(stream) => {
+                backoff = RECONNECT_FIRST;
+                let outcome = agent.converse(stream, &mut ticker).await;
+                agent.disconnected();
+                match outcome {
+                    Ok(()) => tracing::warn!("the server closed the connection"),
+                    Err(Disconnect::Refused(reason)) => {
+                        tracing::error!(%reason, "the server refused this agent");
+                        return Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!("the server refused the agent: {reason}"),
+                        ));
+                    }
+                    Err(Disconnect::Io(err)) => tracing::warn!(%err, "lost the server"),
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, socket = %agent.config.server_socket.display(), "cannot reach the server")
+            }
+        }
+        agent.idle(backoff, &mut ticker).await;
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// Why a conversation with the server ended.
+#[derive(Debug)]
+enum Disconnect {
+    Refused(String),
+    Io(io::Error),
+}
+
+impl From<io::Error> for Disconnect {
+    fn from(err: io::Error) -> Self {
+        Disconnect::Io(err)
+    }
+}
+
+/// The agent's state, which outlives connections.
+struct Agent {
+    config: AgentConfig,
+    jobs: Vec<Job>,
+    /// Reports not yet written to the server, oldest first.
+    outbox: VecDeque<AgentMessage>,
+    /// Whether the server has welcomed this agent on the current connection.
+    connected: bool,
+}
+
+impl Agent {
+    /// One connection: the hello, then messages both ways until it breaks.
+    async fn converse(
+        &mut self,
+        stream: UnixStream,
+        ticker: &mut Interval,
+    ) -> Result<(), Disconnect> {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).split(b'\n');
+        let hello = AgentMessage::Hello {
+            token: self.config.token.clone(),
+            node: self.config.node.clone(),
+            running: self.jobs.iter().map(Job::running_report).collect(),
+        };
+        write.write_all(&protocol::encode_line(&hello)?).await?;
+        loop {
+            tokio::select! {
+                line = lines.next_segment() => match line? {
+                    Some(line) => self.on_line(&line).await?,
+                    None => return Ok(()),
+                },
+                _ = ticker.tick() => self.tick().await,
+            }
+            if self.connected {
+                self.flush(&mut write).await?;
+            }
+        }
+    }
+
+    /// Waits `pause` before the next connection attempt, minding the jobs meanwhile.
+    async fn idle(&mut self, pause: Duration, ticker: &mut Interval) {
+        let until = Instant::now() + pause;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                _ = ticker.tick() => self.tick().await,
+            }
+        }
+    }
+
+    fn disconnected(&mut self) {
+        self.connected = false;
+        // Usage reports are stale by the next connection; exits and start replies are not.
+        self.outbox
+            .retain(|message| !matches!(message, AgentMessage::Usage { .. }));
+    }
+
+    /// Writes the outbox; a report leaves it only once written.
+    async fn flush(&mut self, write: &mut OwnedWriteHalf) -> io::Result<()> {
+        while let Some(message) = self.outbox.front() {
+            write.write_all(&protocol::encode_line(message)?).await?;
+            self.outbox.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn on_line(&mut self, line: &[u8]) -> Result<(), Disconnect> {
+        if line.trim_ascii().is_empty() {
+            return Ok(());
+        }
+        let message = match protocol::decode_line::<ServerMessage>(line) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::warn!(%err, line = %String::from_utf8_lossy(line), "skipping a malformed line from the server");
+                return Ok(());
+            }
+        };
+        match message {
+            ServerMessage::Welcome { server } => {
+                tracing::info!(%server, "connected to the server");
+                self.connected = true;
+            }
+            ServerMessage::Refused { reason } => return Err(Disconnect::Refused(reason)),
+            _ if !self.connected => {
+                tracing::warn!(?message, "ignoring a message sent before the welcome");
+            }
+            ServerMessage::Start(start) => self.start(*start),
+            ServerMessage::Signal { job_id, signal } => self.signal(&job_id, &signal),
+            ServerMessage::Kill { job_id, grace } => self.kill(&job_id, grace),
+        }
+        Ok(())
+    }
+
+    /// Starts a job and queues the reply: `Started`, or `StartFailed` with PBS's status.
+    fn start(&mut self, start: JobStart) {
+        if let Some(job) = self.jobs.iter().find(|job| job.id() == start.job_id) {
+            tracing::warn!(job = %start.job_id, "asked to start a job that already runs");
+            self.outbox.push_back(AgentMessage::Started {
+                job_id: start.job_id,
+                session: job.session(),
+            });
+            return;
+        }
+        let reply = match self.launch(&start) {
+            Ok(job) => {
+                let reply = AgentMessage::Started {
+                    job_id: start.job_id.clone(),
+                    session: job.session(),
+                };
+                tracing::info!(job = %start.job_id, session = job.session(), "job started");
+                self.jobs.push(job);
+                reply
+            }
+            Err(failure) => {
+                tracing::warn!(job = %start.job_id, status = failure.exit_status, message = %failure.message, "job start failed");
+                AgentMessage::StartFailed {
+                    job_id: start.job_id,
+                    exit_status: failure.exit_status,
+                    message: failure.message,
+                }
+            }
+        };
+        self.outbox.push_back(reply);
+    }
+
+    fn launch(&self, start: &JobStart) -> Result<Job, setup::StartError> {
+        let prepared = setup::prepare(&self.config, start)?;
+        let process = exec::start(&start.job_id, &prepared.launch).map_err(|err| {
+            prepared.files.remove();
+            setup::StartError {
+                exit_status: spawn_failure_status(&err),
+                message: err.to_string(),
+            }
+        })?;
+        let limits = Limits {
+            walltime: start.walltime_limit,
+            mem_kb: start.mem_limit_kb,
+        };
+        Ok(Job::new(
+            start.job_id.clone(),
+            process,
+            prepared.files,
+            prepared.messages,
+            limits,
+            start.threads,
+        ))
+    }
+
+    fn job_mut(&mut self, job_id: &str) -> Option<&mut Job> {
+        let job = self.jobs.iter_mut().find(|job| job.id() == job_id);
+        if job.is_none() {
+            tracing::warn!(job = job_id, "no such job on this node");
+        }
+        job
+    }
+
+    fn signal(&mut self, job_id: &str, name: &str) {
+        let Some(signal) = parse_signal(name) else {
+            tracing::warn!(job = job_id, signal = name, "unknown signal");
+            return;
+        };
+        if let Some(job) = self.job_mut(job_id) {
+            let count = job.signal(signal);
+            tracing::info!(job = job_id, ?signal, count, "signalled the job");
+        }
+    }
+
+    fn kill(&mut self, job_id: &str, grace: u64) {
+        if let Some(job) = self.job_mut(job_id) {
+            tracing::info!(job = job_id, grace, "killing the job");
+            job.terminate(Duration::from_secs(grace), std::time::Instant::now());
+        }
+    }
+
+    /// Minds every job: reaps orphans, ends the jobs whose top process ended, measures the
+    /// rest, enforces their limits and queues their usage reports.
+    async fn tick(&mut self) {
+        exec::reap_orphans();
+        let now = std::time::Instant::now();
+        let mut index = 0;
+        while index < self.jobs.len() {
+            let job = &mut self.jobs[index];
+            if let Some(exit_status) = job.exit_status() {
+                let job = self.jobs.swap_remove(index);
+                let report = job.finish(exit_status).await;
+                self.outbox.push_back(report);
+                continue;
+            }
+            job.sample(now);
+            job.enforce_limits(self.config.kill_delay, now);
+            job.escalate(now);
+            if let Some(report) = job.usage_report(self.config.usage_interval, now) {
+                if self.connected {
+                    self.outbox.push_back(report);
+                }
+            }
+            index += 1;
+        }
+    }
+}
+
+/// A failed `fork`/`exec`: retried later when the node is short of processes or memory, as
+/// PBS does; otherwise the job fails for good.
+fn spawn_failure_status(err: &io::Error) -> i32 {
+    // EAGAIN and ENOMEM, by kind: exec's errors carry the kind but not always the errno.
+    match err.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::OutOfMemory => JOB_EXEC_RETRY,
+        _ => JOB_EXEC_FAIL2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    #[test]
+    fn fork_shortages_are_retried() {
+        let status = |errno: Errno| spawn_failure_status(&io::Error::from(errno));
+        assert_eq!(status(Errno::EAGAIN), JOB_EXEC_RETRY);
+        assert_eq!(status(Errno::ENOMEM), JOB_EXEC_RETRY);
+        assert_eq!(status(Errno::ENOENT), JOB_EXEC_FAIL2);
+        assert_eq!(status(Errno::EACCES), JOB_EXEC_FAIL2);
+    }
+
+    #[test]
+    fn base_environment_skips_empty_values() {
+        let env = base_environment(|name| match name {
+            "LANG" => Some(String::new()),
+            "TZ" => Some("UTC".into()),
+            _ => Some("ignored".into()),
+        });
+        let names: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["PATH", "TZ"]);
+    }
+}

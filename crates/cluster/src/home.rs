@@ -1,0 +1,118 @@
+//! The state directory: where the server keeps its database, socket, token and logs.
+
+use std::path::{Path, PathBuf};
+
+/// The state directory of one hpcbox installation and the files in it.
+///
+/// Resolved as DESIGN.md says: `$HPCBOX_HOME`, else `$XDG_STATE_HOME/hpcbox`, else
+/// `~/.local/state/hpcbox`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// The state directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    /// The state directory chosen by the environment, read through `lookup`.
+    ///
+    /// ```
+    /// use hpcbox_cluster::home::StateDir;
+    /// let dir = StateDir::from_env(|name| match name {
+    ///     "XDG_STATE_HOME" => Some("/x".into()),
+    ///     "HOME" => Some("/home/me".into()),
+    ///     _ => None,
+    /// });
+    /// assert_eq!(dir.unwrap().root(), std::path::Path::new("/x/hpcbox"));
+    /// ```
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Option<StateDir> {
+        let non_empty = |name: &str| lookup(name).filter(|value| !value.is_empty());
+        if let Some(home) = non_empty("HPCBOX_HOME") {
+            return Some(StateDir::new(home));
+        }
+        if let Some(state) = non_empty("XDG_STATE_HOME") {
+            return Some(StateDir::new(Path::new(&state).join("hpcbox")));
+        }
+        non_empty("HOME").map(|home| StateDir::new(Path::new(&home).join(".local/state/hpcbox")))
+    }
+
+    /// The state directory of this process's environment.
+    pub fn from_process_env() -> Option<StateDir> {
+        StateDir::from_env(|name| std::env::var(name).ok())
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The SQLite database holding jobs, queues and nodes.
+    pub fn database(&self) -> PathBuf {
+        self.root.join("server.db")
+    }
+
+    /// The Unix socket of the server's local API.
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("server.sock")
+    }
+
+    /// The secret agents and remote clients present (mode 0600).
+    pub fn token(&self) -> PathBuf {
+        self.root.join("token")
+    }
+
+    /// Where the daemons write their logs.
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// Where the agent keeps job files: node files and scripts (PBS's `$PBS_HOME/aux`).
+    pub fn aux(&self) -> PathBuf {
+        self.root.join("aux")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_follows_design() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let all = env(&[
+            ("HPCBOX_HOME", "/h"),
+            ("XDG_STATE_HOME", "/x"),
+            ("HOME", "/home/u"),
+        ]);
+        assert_eq!(StateDir::from_env(all).unwrap().root(), Path::new("/h"));
+        let empty_override = env(&[("HPCBOX_HOME", ""), ("HOME", "/home/u")]);
+        assert_eq!(
+            StateDir::from_env(empty_override).unwrap().root(),
+            Path::new("/home/u/.local/state/hpcbox")
+        );
+        assert_eq!(StateDir::from_env(env(&[])), None);
+    }
+
+    #[test]
+    fn files_live_under_the_root() {
+        let dir = StateDir::new("/s");
+        for path in [
+            dir.database(),
+            dir.socket(),
+            dir.token(),
+            dir.logs(),
+            dir.aux(),
+        ] {
+            assert!(path.starts_with("/s"), "{path:?}");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! What the server and its node agents say to each other.
+//!
+//! An agent connects to the server (a Unix socket on one machine, TCP across machines) and the
+//! two exchange [`AgentMessage`]s and [`ServerMessage`]s, one JSON object per line. The agent
+//! speaks first with [`AgentMessage::Hello`], presenting the installation's token and
+//! re-reporting the jobs it still runs, so that a restarted server finds them again.
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+/// How much of a machine a job used, as `resources_used` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time of all the job's processes, in seconds.
+    pub cput: u64,
+    /// Peak resident memory, in kilobytes.
+    pub mem_kb: u64,
+    /// Peak virtual memory, in kilobytes.
+    pub vmem_kb: u64,
+    /// Elapsed time since the job started, in seconds.
+    pub walltime: u64,
+    /// CPUs assigned to the job.
+    pub ncpus: u32,
+}
+
+/// A vnode as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The vnode's name (`node1`).
+    pub name: String,
+    /// The host it runs on, for `Mom` and `PBS_NODEFILE`.
+    pub host: String,
+    /// CPUs it offers.
+    pub ncpus: u32,
+    /// Memory it offers, in kilobytes.
+    pub mem_kb: u64,
+    /// GPUs it offers.
+    pub ngpus: u32,
+    /// The machine's CPU ids this vnode's CPUs map to, for pinning (empty: unpinned).
+    pub cpu_ids: Vec<usize>,
+}
+
+/// A job the agent runs, as it re-reports it after reconnecting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningReport {
+    /// The job's full id.
+    pub job_id: String,
+    /// Its session id on the node.
+    pub session: i32,
+    /// What it has used so far.
+    pub usage: Usage,
+}
+
+/// Agent → server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// The first message on a connection.
+    Hello {
+        /// The installation's secret, from the state directory's token file.
+        token: String,
+        /// The vnode this agent serves.
+        node: NodeReport,
+        /// Jobs still running on it.
+        running: Vec<RunningReport>,
+    },
+    /// A job's processes started.
+    Started {
+        /// The job.
+        job_id: String,
+        /// Its session id.
+        session: i32,
+    },
+    /// A job could not be started; `exit_status` is a PBS `JOB_EXEC_*` code.
+    StartFailed {
+        /// The job.
+        job_id: String,
+        /// Negative start-failure status (`JOB_EXEC_FAIL1`, `JOB_EXEC_RETRY`, …).
+        exit_status: i32,
+        /// What went wrong, for the job's comment and the logs.
+        message: String,
+    },
+    /// A job's top process ended and its files are in place.
+    Ended {
+        /// The job.
+        job_id: String,
+        /// PBS's `Exit_status`: the shell's code, 256 + signal, or a limit kill's status.
+        exit_status: i32,
+        /// What it used in all.
+        usage: Usage,
+    },
+    /// Periodic usage of a running job.
+    Usage {
+        /// The job.
+        job_id: String,
+        /// What it has used so far.
+        usage: Usage,
+    },
+}
+
+/// Everything an agent needs to run a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStart {
+    /// The job's full id (`12.hpcbox`, `13[4].hpcbox`).
+    pub job_id: String,
+    /// `Job_Name`.
+    pub job_name: String,
+    /// The queue it ran from.
+    pub queue: String,
+    /// The owner's user name; the job runs as this user when the agent runs as root.
+    pub owner: String,
+    /// The script's text; `None` when the job is an executable (`qsub -- exe args`).
+    pub script: Option<String>,
+    /// The executable and its arguments, for `qsub -- exe args`.
+    pub argv: Vec<String>,
+    /// `-S`: the shell to use instead of the owner's login shell.
+    pub shell: Option<String>,
+    /// `Variable_List`.
+    pub variables: Vec<(String, String)>,
+    /// Where standard output goes (a path on this host).
+    pub output_path: String,
+    /// Where standard error goes; `None` when joined to the output (`-j oe`).
+    pub error_path: Option<String>,
+    /// `Account_Name`.
+    pub account: Option<String>,
+    /// CPUs of the first chunk on this node (`NCPUS`, `OMP_NUM_THREADS`).
+    pub threads: u32,
+    /// CPU ids on this vnode allocated to the job, for pinning.
+    pub cpus: Vec<usize>,
+    /// The contents of `PBS_NODEFILE`.
+    pub nodefile: String,
+    /// Kill the job past this many seconds of elapsed time.
+    pub walltime_limit: Option<u64>,
+    /// Kill the job past this much resident memory, in kilobytes.
+    pub mem_limit_kb: Option<u64>,
+}
+
+/// Server → agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The hello was accepted.
+    Welcome {
+        /// The server's name, the suffix of job ids.
+        server: String,
+    },
+    /// The hello was refused (bad token, unknown node); the connection closes.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Start a job.
+    Start(Box<JobStart>),
+    /// Send a signal (`SIGTERM`, `SIGUSR1`, … as PBS names them in `qsig`) to a job.
+    Signal {
+        /// The job.
+        job_id: String,
+        /// The signal's name.
+        signal: String,
+    },
+    /// End a job: SIGTERM, then SIGKILL after `grace` seconds (PBS's `kill_delay`).
+    Kill {
+        /// The job.
+        job_id: String,
+        /// Seconds between SIGTERM and SIGKILL.
+        grace: u64,
+    },
+}
+
+/// Encodes a message as one line of JSON, newline included.
+pub fn encode_line<T: Serialize>(message: &T) -> io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(message)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Decodes one line of JSON; malformed input is an error naming what was wrong, never a panic.
+pub fn decode_line<T: for<'de> Deserialize<'de>>(line: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(line).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_single_lines_that_round_trip() {
+        let hello = AgentMessage::Hello {
+            token: "t".into(),
+            node: NodeReport {
+                name: "node1".into(),
+                host: "laptop".into(),
+                ncpus: 1,
+                mem_kb: 1 << 20,
+                ngpus: 0,
+                cpu_ids: vec![0],
+            },
+            running: vec![RunningReport {
+                job_id: "1.hpcbox".into(),
+                session: 42,
+                usage: Usage::default(),
+            }],
+        };
+        let line = encode_line(&hello).unwrap();
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(line.starts_with(br#"{"type":"hello""#));
+        assert_eq!(decode_line::<AgentMessage>(&line).unwrap(), hello);
+        let kill = ServerMessage::Kill {
+            job_id: "1.hpcbox".into(),
+            grace: 10,
+        };
+        assert_eq!(
+            decode_line::<ServerMessage>(&encode_line(&kill).unwrap()).unwrap(),
+            kill
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_errors() {
+        for bad in [
+            &b""[..],
+            b"{",
+            b"{\"type\":\"nope\"}",
+            b"\xff\xfe",
+            b"[1,2]",
+        ] {
+            let err = decode_line::<AgentMessage>(bad).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        }
+    }
+}

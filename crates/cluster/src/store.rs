@@ -1,0 +1,315 @@
+//! The server's durable state: jobs, queues and nodes in SQLite (WAL), in the state directory.
+//!
+//! A job is committed, and the commit synced to disk, before its id is handed out: a server
+//! killed at any moment never loses a job whose id `qsub` printed.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused an operation.
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored record could not be encoded or decoded.
+    #[error("state record: {0}")]
+    Record(#[from] serde_json::Error),
+    /// The database was written by a newer hpcbox.
+    #[error("state database schema {found} is newer than this hpcbox understands ({known})")]
+    NewerSchema {
+        /// The schema version found in the file.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+}
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    finished INTEGER NOT NULL DEFAULT 0,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished, seq);
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+";
+
+/// The kinds of named objects the store keeps beside jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A queue, by name.
+    Queue,
+    /// A node (vnode), by name.
+    Node,
+}
+
+impl ObjectKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Queue => "queue",
+            ObjectKind::Node => "node",
+        }
+    }
+}
+
+/// The SQLite database of one server.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, in WAL mode with full syncs.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Store { conn })
+    }
+
+    /// Stores a new job under the next sequence number and returns that number with the record
+    /// once it is durable. `make` builds the record from its sequence number; when it refuses,
+    /// nothing is stored and the number is not used up.
+    pub fn submit<T: Serialize, E>(
+        &mut self,
+        make: impl FnOnce(u64) -> Result<T, E>,
+    ) -> Result<Result<(u64, T), E>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: Option<i64> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        let seq = last.map_or(0, |last| last + 1);
+        let record = match make(seq as u64) {
+            Ok(record) => record,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let text = serde_json::to_string(&record)?;
+        tx.execute(
+            "INSERT INTO jobs (seq, record) VALUES (?1, ?2)",
+            params![seq, text],
+        )?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_seq', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![seq],
+        )?;
+        tx.commit()?;
+        Ok(Ok((seq as u64, record)))
+    }
+
+    /// Replaces job `seq`'s record; `finished` marks it as history.
+    pub fn update_job<T: Serialize>(
+        &self,
+        seq: u64,
+        record: &T,
+        finished: bool,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE jobs SET record = ?2, finished = ?3 WHERE seq = ?1",
+            params![seq as i64, serde_json::to_string(record)?, finished],
+        )?;
+        Ok(())
+    }
+
+    /// Removes job `seq` for good (history expired).
+    pub fn remove_job(&self, seq: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM jobs WHERE seq = ?1", params![seq as i64])?;
+        Ok(())
+    }
+
+    /// Every stored job in sequence order, with whether it is finished.
+    pub fn jobs<T: DeserializeOwned>(&self) -> Result<Vec<(u64, bool, T)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, finished, record FROM jobs ORDER BY seq")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, bool>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (seq, finished, record) = row?;
+            Ok((seq as u64, finished, serde_json::from_str(&record)?))
+        })
+        .collect()
+    }
+
+    /// Stores (or replaces) a named object.
+    pub fn put_object<T: Serialize>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        record: &T,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO objects (kind, name, record) VALUES (?1, ?2, ?3)
+             ON CONFLICT (kind, name) DO UPDATE SET record = excluded.record",
+            params![kind.as_str(), name, serde_json::to_string(record)?],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a named object; removing one that does not exist is not an error.
+    pub fn remove_object(&self, kind: ObjectKind, name: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM objects WHERE kind = ?1 AND name = ?2",
+            params![kind.as_str(), name],
+        )?;
+        Ok(())
+    }
+
+    /// Every object of `kind`, by name.
+    pub fn objects<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, record FROM objects WHERE kind = ?1 ORDER BY name")?;
+        let rows = stmt.query_map(params![kind.as_str()], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
+        rows.map(|row| {
+            let (name, record) = row?;
+            Ok((name, serde_json::from_str(&record)?))
+        })
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Job {
+        seq: u64,
+        name: String,
+    }
+
+    fn submit(store: &mut Store, name: &str) -> (u64, Job) {
+        store
+            .submit(|seq| {
+                Ok::<_, ()>(Job {
+                    seq,
+                    name: name.to_string(),
+                })
+            })
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn sequence_numbers_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            for expected in 0..3 {
+                let (seq, job) = submit(&mut store, &format!("j{expected}"));
+                assert_eq!((seq, job.seq), (expected, expected));
+            }
+            let done = Job {
+                seq: 1,
+                name: "done".into(),
+            };
+            store.update_job(1, &done, true).unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(submit(&mut store, "next").0, 3);
+        let jobs: Vec<(u64, bool, Job)> = store.jobs().unwrap();
+        let names: Vec<(&str, bool)> = jobs.iter().map(|(_, f, j)| (j.name.as_str(), *f)).collect();
+        assert_eq!(
+            names,
+            [
+                ("j0", false),
+                ("done", true),
+                ("j2", false),
+                ("next", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn removed_jobs_do_not_give_back_their_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        let (first, _) = submit(&mut store, "a");
+        store.remove_job(first).unwrap();
+        assert_eq!(submit(&mut store, "b").0, first + 1);
+    }
+
+    #[test]
+    fn a_refused_job_uses_up_no_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        let refused = store.submit(|_| Err::<Job, &str>("bad resource")).unwrap();
+        assert_eq!(refused.unwrap_err(), "bad resource");
+        assert_eq!(submit(&mut store, "ok").0, 0);
+        assert_eq!(store.jobs::<Job>().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn objects_by_kind_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        store.put_object(ObjectKind::Queue, "workq", &1u32).unwrap();
+        store
+            .put_object(ObjectKind::Queue, "defaultQ", &2u32)
+            .unwrap();
+        store.put_object(ObjectKind::Queue, "workq", &3u32).unwrap();
+        store.put_object(ObjectKind::Node, "workq", &9u32).unwrap();
+        let queues: Vec<(String, u32)> = store.objects(ObjectKind::Queue).unwrap();
+        assert_eq!(
+            queues,
+            [("defaultQ".to_string(), 2), ("workq".to_string(), 3)]
+        );
+        store.remove_object(ObjectKind::Queue, "workq").unwrap();
+        assert_eq!(store.objects::<u32>(ObjectKind::Queue).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::NewerSchema { found: 99, .. })
+        ));
+    }
+}

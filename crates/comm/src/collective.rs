@@ -1,0 +1,444 @@
+//! Collective operations. Every rank of the communicator calls them in the same order.
+//!
+//! They travel in the communicator's collective context (`ctx + 1`), apart from user
+//! messages. Reductions combine in an order fixed by ranks alone — a binomial tree over
+//! ranks `0..size`, left operand always the lower ranks — never by arrival order, so float
+//! results are bit-identical from run to run and on every rank, and user operations need only
+//! be associative (not commutative).
+
+use crate::comm::{unpack, Communicator};
+use crate::engine::Message;
+use crate::pod::{as_bytes, op_applies, Pod};
+use crate::{Error, Op, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::cell::Cell;
+
+const T_BARRIER: i32 = 1;
+const T_BCAST: i32 = 2;
+const T_REDUCE: i32 = 3;
+const T_ALLREDUCE: i32 = 4;
+const T_GATHER: i32 = 5;
+const T_SCATTER: i32 = 6;
+const T_ALLTOALL: i32 = 7;
+
+fn mix(mut z: u64) -> u64 {
+    // splitmix64's finalizer
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Communicator {
+    fn cctx(&self) -> u64 {
+        self.ctx + 1
+    }
+
+    fn csend<T: Pod>(&self, dest: usize, tag: i32, data: &[T]) -> Result<()> {
+        self.send_raw(self.cctx(), dest, tag, T::KIND, as_bytes(data))
+    }
+
+    fn crecv_msg(&self, source: usize, tag: i32) -> Result<Message> {
+        let m = self.matcher(self.cctx(), source, tag)?;
+        self.engine.borrow_mut().recv(m)
+    }
+
+    fn crecv<T: Pod>(&self, source: usize, tag: i32) -> Result<Vec<T>> {
+        Ok(unpack(self.crecv_msg(source, tag)?)?.0)
+    }
+
+    fn check_root(&self, root: usize) -> Result<()> {
+        if root >= self.size() {
+            return Err(Error::RankOutOfRange {
+                rank: root,
+                size: self.size(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Blocks until every rank has called it (MPI_Barrier). Dissemination algorithm:
+    /// ⌈log2 size⌉ rounds of empty messages.
+    pub fn barrier(&self) -> Result<()> {
+        let (n, r) = (self.size(), self.rank());
+        let mut k = 1;
+        while k < n {
+            self.csend::<u8>((r + k) % n, T_BARRIER, &[])?;
+            self.crecv::<u8>((r + n - k) % n, T_BARRIER)?;
+            k <<= 1;
+        }
+        Ok(())
+    }
+
+    /// Broadcasts `data` from `root` to every rank (MPI_Bcast): on return every rank's
+    /// `data` equals root's. Binomial tree.
+    pub fn bcast<T: Pod>(&self, root: usize, data: &mut Vec<T>) -> Result<()> {
+        self.check_root(root)?;
+        let (n, r) = (self.size(), self.rank());
+        let vr = (r + n - root) % n;
+        let mut mask = 1;
+        while mask < n {
+            if vr & mask != 0 {
+                *data = self.crecv((vr - mask + root) % n, T_BCAST)?;
+                break;
+            }
+            mask <<= 1;
+        }
+        mask >>= 1;
+        while mask > 0 {
+            if vr + mask < n {
+                self.csend((vr + mask + root) % n, T_BCAST, data)?;
+            }
+            mask >>= 1;
+        }
+        Ok(())
+    }
+
+    /// Broadcasts a serde value from `root`: root passes `Some(value)`, the others `None`,
+    /// and every rank gets the value.
+    pub fn bcast_obj<S: Serialize + DeserializeOwned>(
+        &self,
+        root: usize,
+        value: Option<S>,
+    ) -> Result<S> {
+        let mut bytes = match (self.rank() == root, value) {
+            (true, Some(v)) => postcard::to_stdvec(&v)?,
+            (true, None) => {
+                return Err(Error::InvalidArgument(
+                    "bcast_obj: the root must pass Some(value)".into(),
+                ))
+            }
+            (false, _) => Vec::new(),
+        };
+        self.bcast(root, &mut bytes)?;
+        Ok(postcard::from_bytes(&bytes)?)
+    }
+
+    /// Combines `data` element-wise over ranks with `f` into rank 0: a binomial tree, the
+    /// lower ranks' partial result always the left operand.
+    fn reduce_to_zero<T: Pod>(&self, data: &[T], f: &impl Fn(T, T) -> T) -> Result<Option<Vec<T>>> {
+        let (n, r) = (self.size(), self.rank());
+        let mut acc = data.to_vec();
+        let mut mask = 1;
+        while mask < n {
+            if r & mask != 0 {
+                self.csend(r - mask, T_REDUCE, &acc)?;
+                return Ok(None);
+            }
+            if r + mask < n {
+                let theirs: Vec<T> = self.crecv(r + mask, T_REDUCE)?;
+                combine(&mut acc, &theirs, f)?;
+            }
+            mask <<= 1;
+        }
+        Ok(Some(acc))
+    }
+
+    /// Combines `data` element-wise over all ranks with `f` (associative, not necessarily
+    /// commutative: the result is `x0 f x1 f ... f x(n-1)` in rank order), delivered at
+    /// `root`: `Some(result)` there, `None` elsewhere (MPI_Reduce with a user operation).
+    pub fn reduce_with<T: Pod, F: Fn(T, T) -> T>(
+        &self,
+        root: usize,
+        data: &[T],
+        f: F,
+    ) -> Result<Option<Vec<T>>> {
+        self.check_root(root)?;
+        let at_zero = self.reduce_to_zero(data, &f)?;
+        if root == 0 {
+            return Ok(at_zero);
+        }
+        match (self.rank(), at_zero) {
+            (0, Some(v)) => {
+                self.csend(root, T_REDUCE, &v)?;
+                Ok(None)
+            }
+            (r, _) if r == root => Ok(Some(self.crecv(0, T_REDUCE)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`reduce_with`](Communicator::reduce_with) with a predefined operation (MPI_Reduce).
+    ///
+    /// ```
+    /// use hpcbox_comm::Op;
+    /// let world = hpcbox_comm::init()?;
+    /// assert_eq!(world.reduce(0, &[3i64, 4], Op::Sum)?, Some(vec![3, 4]));
+    /// # Ok::<(), hpcbox_comm::Error>(())
+    /// ```
+    pub fn reduce<T: Pod>(&self, root: usize, data: &[T], op: Op) -> Result<Option<Vec<T>>> {
+        check_op::<T>(op)?;
+        self.reduce_with(root, data, move |a, b| T::apply(op, a, b).unwrap_or(a))
+    }
+
+    /// Combines `data` element-wise over all ranks with `f`; every rank gets the same
+    /// result, bit for bit (MPI_Allreduce with a user operation). Recursive doubling when the
+    /// size is a power of two, else reduce to rank 0 and broadcast; both combine in the same
+    /// order as [`reduce_with`](Communicator::reduce_with).
+    pub fn allreduce_with<T: Pod, F: Fn(T, T) -> T>(&self, data: &[T], f: F) -> Result<Vec<T>> {
+        let (n, r) = (self.size(), self.rank());
+        if !n.is_power_of_two() {
+            let mut v = self.reduce_to_zero(data, &f)?.unwrap_or_default();
+            self.bcast(0, &mut v)?;
+            return Ok(v);
+        }
+        let mut acc = data.to_vec();
+        let mut mask = 1;
+        while mask < n {
+            let partner = r ^ mask;
+            self.csend(partner, T_ALLREDUCE, &acc)?;
+            let mut theirs: Vec<T> = self.crecv(partner, T_ALLREDUCE)?;
+            if partner > r {
+                combine(&mut acc, &theirs, &f)?;
+            } else {
+                combine(&mut theirs, &acc, &f)?;
+                acc = theirs;
+            }
+            mask <<= 1;
+        }
+        Ok(acc)
+    }
+
+    /// [`allreduce_with`](Communicator::allreduce_with) with a predefined operation
+    /// (MPI_Allreduce).
+    pub fn allreduce<T: Pod>(&self, data: &[T], op: Op) -> Result<Vec<T>> {
+        check_op::<T>(op)?;
+        self.allreduce_with(data, move |a, b| T::apply(op, a, b).unwrap_or(a))
+    }
+
+    /// Collects every rank's `data`, of any lengths, at `root`: `Some(parts)` indexed by rank
+    /// there, `None` elsewhere (MPI_Gatherv).
+    pub fn gatherv<T: Pod>(&self, root: usize, data: &[T]) -> Result<Option<Vec<Vec<T>>>> {
+        self.check_root(root)?;
+        if self.rank() != root {
+            self.csend(root, T_GATHER, data)?;
+            return Ok(None);
+        }
+        let parts = (0..self.size())
+            .map(|s| {
+                if s == root {
+                    Ok(data.to_vec())
+                } else {
+                    self.crecv(s, T_GATHER)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(parts))
+    }
+
+    /// Collects every rank's `data` (all of one length) at `root`, concatenated in rank order
+    /// (MPI_Gather).
+    pub fn gather<T: Pod>(&self, root: usize, data: &[T]) -> Result<Option<Vec<T>>> {
+        match self.gatherv(root, data)? {
+            None => Ok(None),
+            Some(parts) => Ok(Some(flatten_uniform(parts, "gather")?)),
+        }
+    }
+
+    /// Collects a serde value from every rank at `root`, indexed by rank.
+    pub fn gather_obj<S: Serialize + DeserializeOwned>(
+        &self,
+        root: usize,
+        value: &S,
+    ) -> Result<Option<Vec<S>>> {
+        let bytes = postcard::to_stdvec(value)?;
+        match self.gatherv(root, &bytes)? {
+            None => Ok(None),
+            Some(parts) => Ok(Some(decode_all(&parts)?)),
+        }
+    }
+
+    /// Every rank gets every rank's `data`, of any lengths, indexed by rank (MPI_Allgatherv).
+    pub fn allgatherv<T: Pod>(&self, data: &[T]) -> Result<Vec<Vec<T>>> {
+        let parts = self.gatherv(0, data)?;
+        let mut counts: Vec<u64> = parts.iter().flatten().map(|p| p.len() as u64).collect();
+        let mut flat: Vec<T> = parts.into_iter().flatten().flatten().collect();
+        self.bcast(0, &mut counts)?;
+        self.bcast(0, &mut flat)?;
+        let mut out = Vec::with_capacity(counts.len());
+        let mut rest = flat.as_slice();
+        for c in counts {
+            let (head, tail) = rest.split_at((c as usize).min(rest.len()));
+            out.push(head.to_vec());
+            rest = tail;
+        }
+        Ok(out)
+    }
+
+    /// Every rank gets every rank's `data` (all of one length), concatenated in rank order
+    /// (MPI_Allgather).
+    pub fn allgather<T: Pod>(&self, data: &[T]) -> Result<Vec<T>> {
+        flatten_uniform(self.allgatherv(data)?, "allgather")
+    }
+
+    /// Every rank gets every rank's serde value, indexed by rank.
+    pub fn allgather_obj<S: Serialize + DeserializeOwned>(&self, value: &S) -> Result<Vec<S>> {
+        let bytes = postcard::to_stdvec(value)?;
+        decode_all(&self.allgatherv(&bytes)?)
+    }
+
+    /// Root sends part `i` of `parts` to rank `i`; every rank returns its part (MPI_Scatterv).
+    /// Root passes `Some(parts)` with one part per rank, the others `None`.
+    pub fn scatterv<T: Pod>(&self, root: usize, parts: Option<&[Vec<T>]>) -> Result<Vec<T>> {
+        self.check_root(root)?;
+        if self.rank() != root {
+            return self.crecv(root, T_SCATTER);
+        }
+        let parts = parts
+            .ok_or_else(|| Error::InvalidArgument("scatter: the root must pass its data".into()))?;
+        if parts.len() != self.size() {
+            return Err(Error::InvalidArgument(format!(
+                "scatterv: {} parts for {} ranks",
+                parts.len(),
+                self.size()
+            )));
+        }
+        for (dest, part) in parts.iter().enumerate().filter(|(d, _)| *d != root) {
+            self.csend(dest, T_SCATTER, part)?;
+        }
+        Ok(parts[root].clone())
+    }
+
+    /// Root splits `data` into `size` equal consecutive blocks and sends block `i` to rank
+    /// `i` (MPI_Scatter). Root passes `Some(data)`, the others `None`.
+    pub fn scatter<T: Pod>(&self, root: usize, data: Option<&[T]>) -> Result<Vec<T>> {
+        if self.rank() != root {
+            return self.scatterv(root, None);
+        }
+        let data = data
+            .ok_or_else(|| Error::InvalidArgument("scatter: the root must pass its data".into()))?;
+        let n = self.size();
+        if !data.len().is_multiple_of(n) {
+            return Err(Error::InvalidArgument(format!(
+                "scatter: {} elements do not split evenly over {n} ranks",
+                data.len()
+            )));
+        }
+        let block = data.len() / n;
+        let parts: Vec<Vec<T>> = (0..n)
+            .map(|j| data[j * block..(j + 1) * block].to_vec())
+            .collect();
+        self.scatterv(root, Some(&parts))
+    }
+
+    /// Every rank sends part `j` of `parts` to rank `j` and gets, at index `i`, what rank
+    /// `i` sent it (MPI_Alltoallv). Pairwise exchange in `size` steps.
+    pub fn alltoallv<T: Pod>(&self, parts: &[Vec<T>]) -> Result<Vec<Vec<T>>> {
+        let (n, r) = (self.size(), self.rank());
+        if parts.len() != n {
+            return Err(Error::InvalidArgument(format!(
+                "alltoall: {} parts for {n} ranks",
+                parts.len()
+            )));
+        }
+        let mut out = vec![Vec::new(); n];
+        out[r] = parts[r].clone();
+        for k in 1..n {
+            let (dest, src) = ((r + k) % n, (r + n - k) % n);
+            self.csend(dest, T_ALLTOALL, &parts[dest])?;
+            out[src] = self.crecv(src, T_ALLTOALL)?;
+        }
+        Ok(out)
+    }
+
+    /// Every rank splits `data` into `size` equal blocks, sends block `j` to rank `j`, and
+    /// returns the blocks it got, concatenated in rank order (MPI_Alltoall).
+    pub fn alltoall<T: Pod>(&self, data: &[T]) -> Result<Vec<T>> {
+        let n = self.size();
+        if !data.len().is_multiple_of(n) {
+            return Err(Error::InvalidArgument(format!(
+                "alltoall: {} elements do not split evenly over {n} ranks",
+                data.len()
+            )));
+        }
+        let block = data.len() / n;
+        let parts: Vec<Vec<T>> = (0..n)
+            .map(|j| data[j * block..(j + 1) * block].to_vec())
+            .collect();
+        Ok(self.alltoallv(&parts)?.into_iter().flatten().collect())
+    }
+
+    /// Partitions the communicator by `color` (MPI_Comm_split): ranks with the same color form
+    /// a new communicator, ordered by `key`, then by old rank. `None` (MPI_UNDEFINED) takes
+    /// part but gets no communicator.
+    pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
+        let seq = self.derived.get() + 1;
+        self.derived.set(seq);
+        let me = [color.map_or(-1, i64::from), i64::from(key)];
+        let all = self.allgatherv(&me)?;
+        let Some(color) = color else {
+            return Ok(None);
+        };
+        let mut members: Vec<(i64, usize)> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, ck)| ck.first() == Some(&i64::from(color)))
+            .map(|(old, ck)| (ck.get(1).copied().unwrap_or(0), old))
+            .collect();
+        members.sort_unstable();
+        let rank = members
+            .iter()
+            .position(|&(_, old)| old == self.rank())
+            .unwrap_or(0);
+        let group = members
+            .iter()
+            .map(|&(_, old)| self.world_rank(old).map(|w| w as u32))
+            .collect::<Result<Vec<u32>>>()?;
+        Ok(Some(Communicator {
+            engine: self.engine.clone(),
+            ctx: mix(self.ctx ^ mix(seq)) & !1,
+            rank,
+            group: group.into(),
+            derived: Cell::new(0),
+        }))
+    }
+
+    /// A communicator with the same ranks and a context of its own (MPI_Comm_dup).
+    pub fn dup(&self) -> Result<Communicator> {
+        self.split(Some(0), 0)?
+            .ok_or_else(|| Error::InvalidArgument("dup produced no communicator".into()))
+    }
+}
+
+fn check_op<T: Pod>(op: Op) -> Result<()> {
+    if !op_applies::<T>(op) {
+        return Err(Error::InvalidOp {
+            op,
+            ty: T::KIND.name(),
+        });
+    }
+    Ok(())
+}
+
+/// `left[i] = f(left[i], right[i])`; lengths must agree.
+fn combine<T: Pod>(left: &mut [T], right: &[T], f: &impl Fn(T, T) -> T) -> Result<()> {
+    if left.len() != right.len() {
+        return Err(Error::InvalidArgument(format!(
+            "reduction over buffers of different lengths ({} and {})",
+            left.len(),
+            right.len()
+        )));
+    }
+    for (a, &b) in left.iter_mut().zip(right) {
+        *a = f(*a, b);
+    }
+    Ok(())
+}
+
+fn flatten_uniform<T: Pod>(parts: Vec<Vec<T>>, what: &str) -> Result<Vec<T>> {
+    let first = parts.first().map_or(0, Vec::len);
+    if let Some((r, p)) = parts.iter().enumerate().find(|(_, p)| p.len() != first) {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: rank {r} gave {} elements, rank 0 gave {first}",
+            p.len()
+        )));
+    }
+    Ok(parts.into_iter().flatten().collect())
+}
+
+fn decode_all<S: DeserializeOwned>(parts: &[Vec<u8>]) -> Result<Vec<S>> {
+    parts
+        .iter()
+        .map(|p| postcard::from_bytes(p).map_err(Error::from))
+        .collect()
+}

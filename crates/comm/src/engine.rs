@@ -1,0 +1,679 @@
+//! The progress engine of one rank: framing of messages on the transport's byte streams,
+//! matching of arrivals against posted receives (MPI's posted and unexpected queues), queues
+//! of outgoing messages, and the spin-then-yield wait loop.
+//!
+//! A message on the wire is a 24-byte envelope (context id, source rank in its communicator,
+//! tag, element kind and length) followed by its payload. Because each ordered pair of ranks
+//! has one FIFO stream, messages from one sender arrive in the order they were sent, and the
+//! first matching receive in posting order takes each of them: MPI's non-overtaking rule.
+
+use crate::single_copy::{self, SingleCopy};
+use crate::transport::Transport;
+use crate::{Error, Result};
+use std::collections::VecDeque;
+use std::mem::MaybeUninit;
+use std::time::{Duration, Instant};
+
+/// Envelope length on the wire.
+pub(crate) const HEADER: usize = 24;
+/// Payloads above this are refused as corrupt (1 TiB).
+const MAX_LEN: u64 = 1 << 40;
+
+/// What travels ahead of every payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    pub ctx: u64,
+    pub src: u32,
+    pub tag: i32,
+    pub kind: u8,
+    pub len: u64,
+}
+
+impl Envelope {
+    pub(crate) fn encode(&self) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[0..8].copy_from_slice(&self.ctx.to_le_bytes());
+        h[8..12].copy_from_slice(&self.src.to_le_bytes());
+        h[12..16].copy_from_slice(&self.tag.to_le_bytes());
+        h[16..24].copy_from_slice(&(self.len | (u64::from(self.kind) << 56)).to_le_bytes());
+        h
+    }
+
+    pub(crate) fn decode(h: &[u8; HEADER]) -> Envelope {
+        let word = |r: std::ops::Range<usize>| {
+            let mut b = [0u8; 8];
+            b[..r.len()].copy_from_slice(&h[r]);
+            u64::from_le_bytes(b)
+        };
+        let last = word(16..24);
+        Envelope {
+            ctx: word(0..8),
+            src: word(8..12) as u32,
+            tag: word(12..16) as u32 as i32,
+            kind: (last >> 56) as u8,
+            len: last & ((1 << 56) - 1),
+        }
+    }
+}
+
+/// A received message.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub ctx: u64,
+    pub src: u32,
+    pub tag: i32,
+    pub kind: u8,
+    pub data: Vec<u8>,
+}
+
+/// What a receive accepts: a context, and a source and tag or any.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Matcher {
+    pub ctx: u64,
+    pub src: Option<u32>,
+    pub tag: Option<i32>,
+}
+
+impl Matcher {
+    fn matches(&self, m: &Message) -> bool {
+        m.ctx == self.ctx
+            && self.src.is_none_or(|s| s == m.src)
+            && self.tag.is_none_or(|t| t == m.tag)
+    }
+}
+
+/// A partly read message from one source.
+struct Rx {
+    hdr: [MaybeUninit<u8>; HEADER],
+    have: usize,
+    /// The envelope and the payload read so far (its length; capacity is the whole payload).
+    body: Option<(Envelope, Vec<u8>)>,
+}
+
+impl Default for Rx {
+    fn default() -> Rx {
+        Rx {
+            hdr: [MaybeUninit::new(0); HEADER],
+            have: 0,
+            body: None,
+        }
+    }
+}
+
+/// A queued outgoing message.
+struct Out {
+    id: u64,
+    hdr: [u8; HEADER],
+    data: Vec<u8>,
+    done: usize,
+}
+
+/// Spin, then yield, then nap: busy-polling stays fast when every rank has a core, and an
+/// oversubscribed or loaded node (more ranks than cores) still lets the rank that has work
+/// run. The phases are timed, not counted, so they last the same on any machine.
+pub(crate) struct Backoff {
+    n: u32,
+    since: Option<Instant>,
+    spin: Duration,
+}
+
+/// Yielding lasts this long before the waiter naps.
+const YIELD_FOR: Duration = Duration::from_millis(1);
+/// A nap.
+const NAP: Duration = Duration::from_micros(50);
+
+impl Backoff {
+    /// A backoff that spins for `spin` before yielding.
+    pub(crate) fn new(spin: Duration) -> Backoff {
+        Backoff {
+            n: 0,
+            since: None,
+            spin,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.n = 0;
+        self.since = None;
+    }
+
+    pub(crate) fn snooze(&mut self) {
+        self.n = self.n.wrapping_add(1);
+        // Look at the clock only now and then while spinning.
+        if !self.spin.is_zero() && !self.n.is_multiple_of(64) {
+            std::hint::spin_loop();
+            return;
+        }
+        let now = Instant::now();
+        let waited = now - *self.since.get_or_insert(now);
+        if waited < self.spin {
+            std::hint::spin_loop();
+        } else if waited < self.spin + YIELD_FOR {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(NAP);
+        }
+    }
+}
+
+/// One rank's engine, shared by all its communicators.
+pub(crate) struct Engine {
+    rank: usize,
+    size: usize,
+    transport: Option<Box<dyn Transport>>,
+    rx: Vec<Rx>,
+    tx: Vec<VecDeque<Out>>,
+    queued: usize,
+    unexpected: VecDeque<Message>,
+    posted: Vec<(u64, Matcher)>,
+    /// Messages of posted receives not yet taken (few: a linear scan beats hashing).
+    completed: Vec<(u64, Message)>,
+    /// Scratch list of messages completed in one progress round (kept to reuse its memory).
+    arrived: Vec<(usize, Message)>,
+    next_id: u64,
+    /// Single-copy transfers of large messages (shared memory only).
+    single_copy: SingleCopy,
+    /// Acknowledgements received, by world rank.
+    acks: Vec<u64>,
+    /// Ranks that declined a single-copy transfer: to them, everything goes by ring.
+    declined: Vec<bool>,
+    /// The rank a blocking send is writing to right now: its queue waits, so that queued
+    /// bytes (acknowledgements) never land inside that message.
+    writing: Option<usize>,
+    spin: Duration,
+}
+
+fn write_at(
+    t: &mut dyn Transport,
+    dest: usize,
+    hdr: &[u8; HEADER],
+    data: &[u8],
+    done: usize,
+) -> Result<usize> {
+    match done.checked_sub(HEADER) {
+        None => t.write_some(dest, &[&hdr[done..], data]),
+        Some(off) => t.write_some(dest, &[&data[off..]]),
+    }
+}
+
+/// Reads what `src` has sent; returns whether bytes moved and a message if one completed.
+fn pump(t: &mut dyn Transport, src: usize, rx: &mut Rx) -> Result<(bool, Option<Message>)> {
+    let mut moved = false;
+    if rx.body.is_none() {
+        let n = t.read_some(src, &mut rx.hdr[rx.have..])?;
+        rx.have += n;
+        moved = n > 0;
+        if rx.have < HEADER {
+            return Ok((moved, None));
+        }
+        rx.have = 0;
+        // SAFETY: all HEADER bytes were written by the transport (have reached HEADER).
+        let env = Envelope::decode(&rx.hdr.map(|b| unsafe { b.assume_init() }));
+        if env.len > MAX_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "corrupt envelope from rank {src}: length {}",
+                env.len
+            )));
+        }
+        rx.body = Some((env, Vec::with_capacity(env.len as usize)));
+    }
+    let Some((env, buf)) = rx.body.as_mut() else {
+        return Ok((moved, None));
+    };
+    let want = env.len as usize;
+    if buf.len() < want {
+        let missing = want - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..missing];
+        let n = t.read_some(src, spare)?.min(spare.len());
+        // SAFETY: the transport initialized the first n bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        moved |= n > 0;
+    }
+    if buf.len() < want {
+        return Ok((moved, None));
+    }
+    let Some((env, data)) = rx.body.take() else {
+        return Ok((moved, None));
+    };
+    Ok((
+        true,
+        Some(Message {
+            ctx: env.ctx,
+            src: env.src,
+            tag: env.tag,
+            kind: env.kind,
+            data,
+        }),
+    ))
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rank", &self.rank)
+            .field("size", &self.size)
+            .field("queued", &self.queued)
+            .field("unexpected", &self.unexpected.len())
+            .field("posted", &self.posted.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine for world rank `rank` of `size`, over `transport` (None for a world of one).
+    pub(crate) fn new(
+        rank: usize,
+        size: usize,
+        transport: Option<Box<dyn Transport>>,
+        single_copy: SingleCopy,
+    ) -> Engine {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if single_copy == SingleCopy::On {
+            single_copy::allow_peers();
+        }
+        Engine {
+            rank,
+            size,
+            transport,
+            rx: (0..size).map(|_| Rx::default()).collect(),
+            tx: (0..size).map(|_| VecDeque::new()).collect(),
+            queued: 0,
+            unexpected: VecDeque::new(),
+            posted: Vec::new(),
+            completed: Vec::new(),
+            arrived: Vec::new(),
+            next_id: 0,
+            single_copy,
+            acks: vec![0; size],
+            declined: vec![false; size],
+            writing: None,
+            spin: if size > cores {
+                Duration::ZERO
+            } else {
+                Duration::from_micros(100)
+            },
+        }
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Hands an arrived message to the first matching posted receive, else queues it.
+    fn deliver(&mut self, msg: Message) {
+        match self.posted.iter().position(|(_, m)| m.matches(&msg)) {
+            Some(i) => {
+                let (id, _) = self.posted.remove(i);
+                self.completed.push((id, msg));
+            }
+            None => self.unexpected.push_back(msg),
+        }
+    }
+
+    /// One round of progress: pushes queued sends, reads every source. True if bytes moved.
+    pub(crate) fn progress(&mut self) -> Result<bool> {
+        let Some(t) = self.transport.as_deref_mut() else {
+            return Ok(false);
+        };
+        let mut moved = false;
+        if self.queued > 0 {
+            for dest in (0..self.size).filter(|&d| Some(d) != self.writing) {
+                while let Some(out) = self.tx[dest].front_mut() {
+                    let n = write_at(t, dest, &out.hdr, &out.data, out.done)?;
+                    out.done += n;
+                    moved |= n > 0;
+                    if out.done < HEADER + out.data.len() {
+                        break;
+                    }
+                    self.tx[dest].pop_front();
+                    self.queued -= 1;
+                }
+            }
+        }
+        t.accept()?;
+        let mut arrived = std::mem::take(&mut self.arrived);
+        for src in (0..self.size).filter(|&s| s != self.rank) {
+            loop {
+                let (m, msg) = pump(t, src, &mut self.rx[src])?;
+                moved |= m;
+                match msg {
+                    Some(msg) => arrived.push((src, msg)),
+                    None => break,
+                }
+            }
+        }
+        for (src, msg) in arrived.drain(..) {
+            self.arrive(src, msg);
+        }
+        self.arrived = arrived;
+        Ok(moved)
+    }
+
+    /// Handles a message from world rank `src`: acknowledgements and single-copy descriptors
+    /// here, everything else to matching.
+    fn arrive(&mut self, src: usize, mut msg: Message) {
+        if msg.kind == single_copy::ACK {
+            self.acks[src] += 1;
+            if msg.data.first() != Some(&0) {
+                self.declined[src] = true;
+            }
+            return;
+        }
+        if msg.kind & single_copy::REMOTE != 0 {
+            let data = match self.single_copy {
+                SingleCopy::Refuse => None,
+                _ => single_copy::pull(&msg.data),
+            };
+            self.acknowledge(src, data.is_some());
+            // When declined, the payload follows through the ring as an ordinary message.
+            let Some(data) = data else {
+                return;
+            };
+            msg.data = data;
+            msg.kind &= !single_copy::REMOTE;
+        }
+        self.deliver(msg);
+    }
+
+    fn acknowledge(&mut self, dest: usize, copied: bool) {
+        let env = Envelope {
+            ctx: 0,
+            src: self.rank as u32,
+            tag: 0,
+            kind: single_copy::ACK,
+            len: 1,
+        };
+        let id = self.fresh_id();
+        self.tx[dest].push_back(Out {
+            id,
+            hdr: env.encode(),
+            data: vec![u8::from(!copied)],
+            done: 0,
+        });
+        self.queued += 1;
+    }
+
+    /// Progresses until `done` holds. In a world of one nothing can arrive from elsewhere, so
+    /// a wait that is not satisfied at once would last forever: that is reported instead.
+    pub(crate) fn wait_until(&mut self, mut done: impl FnMut(&mut Engine) -> bool) -> Result<()> {
+        let mut b = Backoff::new(self.spin);
+        loop {
+            if done(self) {
+                return Ok(());
+            }
+            if self.transport.is_none() {
+                return Err(Error::InvalidArgument(
+                    "deadlock: a world of one rank waits for a message nobody sent".into(),
+                ));
+            }
+            if self.progress()? {
+                b.reset();
+            } else {
+                b.snooze();
+            }
+        }
+    }
+
+    /// Sends a message and returns when its bytes are all handed to the transport.
+    pub(crate) fn send(&mut self, dest: usize, env: Envelope, data: &[u8]) -> Result<()> {
+        if dest == self.rank {
+            self.deliver(message(env, data.to_vec()));
+            return Ok(());
+        }
+        if !self.tx[dest].is_empty() {
+            let id = self.isend(dest, env, data.to_vec())?;
+            return self.wait_until(|e| e.send_done(dest, id));
+        }
+        if data.len() >= single_copy::MIN_BYTES
+            && self.single_copy != SingleCopy::Off
+            && !self.declined[dest]
+        {
+            return self.send_single_copy(dest, env, data);
+        }
+        self.send_direct(dest, env, data)
+    }
+
+    /// Sends a descriptor of `data` and waits until `dest` has copied it out (or declined,
+    /// and then streams it).
+    fn send_single_copy(&mut self, dest: usize, env: Envelope, data: &[u8]) -> Result<()> {
+        let descriptor = single_copy::describe(data);
+        let remote = Envelope {
+            kind: env.kind | single_copy::REMOTE,
+            len: descriptor.len() as u64,
+            ..env
+        };
+        let before = self.acks[dest];
+        self.send_direct(dest, remote, &descriptor)?;
+        // `data` stays borrowed, so alive and unchanged, until the receiver answers.
+        self.wait_until(|e| e.acks[dest] > before)?;
+        if self.declined[dest] {
+            return self.send_direct(dest, env, data);
+        }
+        Ok(())
+    }
+
+    /// Writes a message straight to the transport, once what is queued towards `dest` (at
+    /// most acknowledgements) has gone.
+    fn send_direct(&mut self, dest: usize, env: Envelope, data: &[u8]) -> Result<()> {
+        if !self.tx[dest].is_empty() {
+            self.wait_until(|e| e.tx[dest].is_empty())?;
+        }
+        self.writing = Some(dest);
+        let sent = self.write_through(dest, env, data);
+        self.writing = None;
+        sent
+    }
+
+    fn write_through(&mut self, dest: usize, env: Envelope, data: &[u8]) -> Result<()> {
+        let hdr = env.encode();
+        let total = HEADER + data.len();
+        let mut done = 0;
+        let mut b = Backoff::new(self.spin);
+        loop {
+            let Some(t) = self.transport.as_deref_mut() else {
+                return Ok(());
+            };
+            let n = write_at(t, dest, &hdr, data, done)?;
+            done += n;
+            if done == total {
+                return Ok(());
+            }
+            // Drain what others send us meanwhile, so two ranks sending to each other never
+            // wait on each other's full rings.
+            if self.progress()? || n > 0 {
+                b.reset();
+            } else {
+                b.snooze();
+            }
+        }
+    }
+
+    /// Queues a message (owning its bytes) and returns an id for [`Engine::send_done`].
+    pub(crate) fn isend(&mut self, dest: usize, env: Envelope, data: Vec<u8>) -> Result<u64> {
+        let id = self.fresh_id();
+        if dest == self.rank {
+            self.deliver(message(env, data));
+            return Ok(id);
+        }
+        self.tx[dest].push_back(Out {
+            id,
+            hdr: env.encode(),
+            data,
+            done: 0,
+        });
+        self.queued += 1;
+        self.progress()?;
+        Ok(id)
+    }
+
+    /// Whether queued send `id` towards `dest` has left the queue (ids grow along a queue).
+    pub(crate) fn send_done(&self, dest: usize, id: u64) -> bool {
+        self.tx[dest].front().is_none_or(|o| o.id > id)
+    }
+
+    /// Posts a receive; it takes the first matching unexpected message if there is one.
+    pub(crate) fn post_recv(&mut self, m: Matcher) -> u64 {
+        let id = self.fresh_id();
+        match self.unexpected.iter().position(|msg| m.matches(msg)) {
+            Some(i) => {
+                if let Some(msg) = self.unexpected.remove(i) {
+                    self.completed.push((id, msg));
+                }
+            }
+            None => self.posted.push((id, m)),
+        }
+        id
+    }
+
+    /// Whether posted receive `id` has its message.
+    pub(crate) fn recv_done(&self, id: u64) -> bool {
+        self.completed.iter().any(|(i, _)| *i == id)
+    }
+
+    /// Takes the message of a completed receive.
+    pub(crate) fn take(&mut self, id: u64) -> Option<Message> {
+        let i = self.completed.iter().position(|(i, _)| *i == id)?;
+        Some(self.completed.swap_remove(i).1)
+    }
+
+    /// Forgets a receive whose request was dropped unfinished.
+    pub(crate) fn cancel(&mut self, id: u64) {
+        self.posted.retain(|(i, _)| *i != id);
+        self.completed.retain(|(i, _)| *i != id);
+    }
+
+    /// Blocking receive.
+    pub(crate) fn recv(&mut self, m: Matcher) -> Result<Message> {
+        let id = self.post_recv(m);
+        self.wait_until(|e| e.recv_done(id))?;
+        self.take(id)
+            .ok_or_else(|| Error::InvalidArgument("receive completed without a message".into()))
+    }
+
+    /// The envelope of the first unexpected message `m` matches, if any.
+    pub(crate) fn peek(&self, m: Matcher) -> Option<(u32, i32, u8, usize)> {
+        self.unexpected
+            .iter()
+            .find(|msg| m.matches(msg))
+            .map(|msg| (msg.src, msg.tag, msg.kind, msg.data.len()))
+    }
+
+    /// Blocks until `m` matches an unexpected message, without receiving it.
+    pub(crate) fn probe(&mut self, m: Matcher) -> Result<(u32, i32, u8, usize)> {
+        let mut found = None;
+        self.wait_until(|e| {
+            found = e.peek(m);
+            found.is_some()
+        })?;
+        found.ok_or_else(|| Error::InvalidArgument("probe ended without a message".into()))
+    }
+}
+
+fn message(env: Envelope, data: Vec<u8>) -> Message {
+    Message {
+        ctx: env.ctx,
+        src: env.src,
+        tag: env.tag,
+        kind: env.kind,
+        data,
+    }
+}
+
+impl Drop for Engine {
+    /// Finalize: hands every queued send to the transport (bounded, so that a program whose
+    /// peers are gone still ends).
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut b = Backoff::new(self.spin);
+        while self.queued > 0 && Instant::now() < deadline {
+            match self.progress() {
+                Ok(true) => b.reset(),
+                Ok(false) => b.snooze(),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn envelope_round_trips(ctx: u64, src: u32, tag: i32, kind: u8, len in 0u64..(1 << 56)) {
+            let e = Envelope { ctx, src, tag, kind, len };
+            prop_assert_eq!(Envelope::decode(&e.encode()), e);
+        }
+    }
+
+    fn env(tag: i32, src: u32) -> Envelope {
+        Envelope {
+            ctx: 0,
+            src,
+            tag,
+            kind: 1,
+            len: 0,
+        }
+    }
+
+    #[test]
+    fn posted_receives_take_messages_in_posting_order() {
+        let mut e = Engine::new(0, 1, None, SingleCopy::Off);
+        let any = Matcher {
+            ctx: 0,
+            src: None,
+            tag: None,
+        };
+        let tag1 = Matcher {
+            ctx: 0,
+            src: None,
+            tag: Some(1),
+        };
+        let a = e.post_recv(tag1);
+        let b = e.post_recv(any);
+        e.send(0, env(1, 0), b"first").unwrap();
+        e.send(0, env(1, 0), b"second").unwrap();
+        assert_eq!(e.take(a).unwrap().data, b"first");
+        assert_eq!(e.take(b).unwrap().data, b"second");
+    }
+
+    #[test]
+    fn unexpected_messages_keep_order_per_tag() {
+        let mut e = Engine::new(0, 1, None, SingleCopy::Off);
+        for (tag, body) in [(2, "a"), (1, "b"), (2, "c")] {
+            e.send(0, env(tag, 0), body.as_bytes()).unwrap();
+        }
+        let t2 = Matcher {
+            ctx: 0,
+            src: Some(0),
+            tag: Some(2),
+        };
+        assert_eq!(e.recv(t2).unwrap().data, b"a");
+        assert_eq!(e.recv(t2).unwrap().data, b"c");
+        let other_ctx = Matcher {
+            ctx: 2,
+            src: None,
+            tag: None,
+        };
+        assert!(e.peek(other_ctx).is_none());
+        let err = e.recv(other_ctx).unwrap_err();
+        assert!(err.to_string().contains("deadlock"), "{err}");
+    }
+
+    #[test]
+    fn cancelled_receive_does_not_steal() {
+        let mut e = Engine::new(0, 1, None, SingleCopy::Off);
+        let any = Matcher {
+            ctx: 0,
+            src: None,
+            tag: None,
+        };
+        let id = e.post_recv(any);
+        e.cancel(id);
+        e.send(0, env(0, 0), b"x").unwrap();
+        assert_eq!(e.recv(any).unwrap().data, b"x");
+    }
+}

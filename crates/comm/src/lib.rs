@@ -1,0 +1,100 @@
+//! MPI-style message passing in pure Rust: ranks, point-to-point messages, collectives, and
+//! the launcher behind `hpcbox mpiexec`.
+//!
+//! A program calls [`init`] once; it returns the world [`Communicator`]. Started by the
+//! launcher ([`launch::launch`]), the process learns its rank, the world's size and a
+//! rendezvous directory from the environment ([`env`](mod@env)); started alone it is a world of one.
+//! Ranks on one node exchange messages through shared-memory rings; `HPCBOX_TRANSPORT=tcp`
+//! switches to loopback TCP.
+//!
+//! ```
+//! use hpcbox_comm::{Op, ANY_SOURCE, ANY_TAG};
+//! let world = hpcbox_comm::init()?;
+//! println!("I am rank {} in group of {} processes.", world.rank(), world.size());
+//! let next = (world.rank() + 1) % world.size();
+//! world.send(next, 0, &[world.rank() as u64])?;
+//! let (got, status) = world.recv::<u64>(ANY_SOURCE, ANY_TAG)?;
+//! assert_eq!(status.len, 8);
+//! let total = world.allreduce(&got, Op::Sum)?;
+//! assert_eq!(total, vec![(0..world.size() as u64).sum::<u64>()]);
+//! # Ok::<(), hpcbox_comm::Error>(())
+//! ```
+//!
+//! Semantics follow MPI: messages from one sender with one tag on one communicator arrive in
+//! order; a receive matches on (source, tag, communicator); a message arriving before its
+//! receive is posted waits in the receiver's unexpected queue. A send returns once its bytes
+//! are handed to the transport, or, for a blocking send of 128 KiB or more over shared memory,
+//! once the receiving rank has copied the payload straight out of the sender's memory
+//! (single copy, see [`env`](mod@env)). A rank that waits keeps draining what others send it,
+//! so ranks sending to each other never deadlock on buffer space. One thread per rank uses
+//! the communicators (MPI_THREAD_SINGLE); call non-blocking operations' `wait`/`test` through
+//! the [`Request`] trait.
+//!
+//! Failures end the job rather than hang it: the launcher kills every rank when one fails and
+//! reports which ([`launch::Failure`]).
+
+mod collective;
+mod comm;
+mod engine;
+pub mod env;
+mod error;
+pub mod launch;
+mod pod;
+mod request;
+mod single_copy;
+mod transport;
+
+pub use comm::{Communicator, Status, ANY_SOURCE, ANY_TAG};
+pub use error::{Error, Result};
+pub use pod::{Kind, Op, Pod};
+pub use request::{wait_all, PendingRecv, RecvObjRequest, RecvRequest, Request, SendRequest};
+
+use env::{TransportKind, WorldEnv};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Joins the world the launcher set up (MPI_Init), or a world of one without a launcher.
+/// Call it once per process.
+pub fn init() -> Result<Communicator> {
+    init_with(&WorldEnv::from_env()?)
+}
+
+/// Joins the world `env` describes (see [`init`]).
+pub fn init_with(env: &WorldEnv) -> Result<Communicator> {
+    static JOINED: AtomicBool = AtomicBool::new(false);
+    let transport: Option<Box<dyn transport::Transport>> = match &env.rendezvous {
+        Some(dir) if env.size > 1 => {
+            if JOINED.swap(true, Ordering::SeqCst) {
+                return Err(Error::InvalidArgument(
+                    "init: this process already joined its world".into(),
+                ));
+            }
+            Some(match env.transport {
+                TransportKind::Shm => Box::new(transport::shm::ShmTransport::new(
+                    dir,
+                    env.rank,
+                    env.size,
+                    env.ring_bytes,
+                )?),
+                TransportKind::Tcp => {
+                    Box::new(transport::tcp::TcpTransport::new(dir, env.rank, env.size)?)
+                }
+            })
+        }
+        _ => None,
+    };
+    // Single copy needs both ranks on one node, so shared memory.
+    let single_copy = match (&transport, env.transport) {
+        (Some(_), TransportKind::Shm) => env.single_copy,
+        _ => env::SingleCopy::Off,
+    };
+    let engine = engine::Engine::new(env.rank, env.size, transport, single_copy);
+    Ok(Communicator {
+        engine: Rc::new(RefCell::new(engine)),
+        ctx: 0,
+        rank: env.rank,
+        group: (0..env.size as u32).collect::<Vec<u32>>().into(),
+        derived: Cell::new(0),
+    })
+}

@@ -1,0 +1,27 @@
+//! Byte streams between ranks. A transport moves bytes; framing, matching and progress live in
+//! [`crate::engine`], the same for every transport.
+
+pub(crate) mod shm;
+pub(crate) mod tcp;
+
+use crate::Result;
+use std::mem::MaybeUninit;
+
+/// One ordered byte stream from every rank to every other rank, driven without blocking.
+pub(crate) trait Transport {
+    /// Appends a prefix of the concatenation of `bufs` to the stream towards world rank `dest`
+    /// and returns its length; `Ok(0)` when nothing fits now.
+    fn write_some(&mut self, dest: usize, bufs: &[&[u8]]) -> Result<usize>;
+
+    /// Moves available bytes of the stream from world rank `src` into `buf` and returns how
+    /// many (those bytes of `buf` are then initialized); `Ok(0)` when none are available now.
+    fn read_some(&mut self, src: usize, buf: &mut [MaybeUninit<u8>]) -> Result<usize>;
+
+    /// Takes in newly arrived peers (TCP connections); nothing to do for shared memory.
+    fn accept(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// How long a rank waits for a peer to appear in the rendezvous directory.
+pub(crate) const RENDEZVOUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

@@ -1,0 +1,426 @@
+//! Shared memory: one single-producer/single-consumer byte ring per ordered pair of ranks.
+//!
+//! Every rank creates its *inbox* file `inbox-<rank>` in the rendezvous directory, holding one
+//! ring per sender; a sender maps the inbox of a destination the first time it writes to it.
+//! A ring is a head counter (written by the producer), a tail counter (written by the
+//! consumer), each on its own cache lines, and a power-of-two data area. Counters only grow;
+//! `head - tail` bytes are in flight. Messages larger than the ring stream through it in pieces.
+
+use super::{Transport, RENDEZVOUS_TIMEOUT};
+use crate::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Bytes between the two counters (two cache lines, against adjacent-line prefetching).
+const LINE: usize = 128;
+/// Size of a ring's counter block.
+const RING_HEADER: usize = 2 * LINE;
+/// Size of the inbox file's own header.
+const FILE_HEADER: usize = 4096;
+const MAGIC: u64 = u64::from_le_bytes(*b"HPCBOXR1");
+
+/// A shared, writable memory mapping of a whole file.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn map(file: &File, len: usize) -> std::io::Result<Mapping> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh shared mapping of `len` bytes of an open file; the kernel picks
+        // the address. The mapping is released in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast::<u8>(),
+            len,
+        })
+    }
+
+    fn word(&self, index: usize) -> &AtomicU64 {
+        assert!((index + 1) * 8 <= FILE_HEADER.min(self.len));
+        // SAFETY: in bounds (checked), 8-aligned (the mapping is page-aligned).
+        unsafe { &*self.ptr.add(index * 8).cast::<AtomicU64>() }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped; no Ring outlives its Mapping (both are
+        // owned side by side by ShmTransport and dropped together).
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// One end of a ring: either the producer or the consumer, never both.
+pub(crate) struct Ring {
+    head: *const AtomicU64,
+    tail: *const AtomicU64,
+    data: *mut u8,
+    cap: usize,
+    /// Our own counter (head for a producer, tail for a consumer).
+    pos: u64,
+    /// Last value seen of the other side's counter.
+    seen: u64,
+}
+
+// SAFETY: a Ring is one end of a single-producer/single-consumer queue in memory that stays
+// mapped while it lives; moving that end to another thread keeps one producer and one consumer.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// The end of the ring whose counter block starts at `base`.
+    ///
+    /// # Safety
+    /// `base` must point to `RING_HEADER + cap` bytes, 128-aligned, that stay mapped while the
+    /// Ring lives, and at most one producer and one consumer may use them at any time.
+    pub(crate) unsafe fn new(base: *mut u8, cap: usize, producer: bool) -> Ring {
+        debug_assert!(cap.is_power_of_two());
+        let head = base.cast::<AtomicU64>() as *const AtomicU64;
+        // SAFETY: the caller guarantees RING_HEADER bytes of counters at base.
+        let tail = unsafe { base.add(LINE) }.cast::<AtomicU64>() as *const AtomicU64;
+        // SAFETY: as above; the data area follows the counters.
+        let data = unsafe { base.add(RING_HEADER) };
+        // SAFETY: the counters are valid atomics (see above).
+        let (h, t) = unsafe {
+            (
+                (*head).load(Ordering::Acquire),
+                (*tail).load(Ordering::Acquire),
+            )
+        };
+        let (pos, seen) = if producer { (h, t) } else { (t, h) };
+        Ring {
+            head,
+            tail,
+            data,
+            cap,
+            pos,
+            seen,
+        }
+    }
+
+    /// Most bytes moved per call: publishing in pieces lets the consumer copy out one piece
+    /// while the producer copies in the next.
+    fn chunk(&self) -> usize {
+        (self.cap / 8).max(4096)
+    }
+
+    /// Producer: appends as much of `bufs` (concatenated) as fits, up to one chunk.
+    pub(crate) fn push(&mut self, bufs: &[&[u8]]) -> usize {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut free = self.cap - (self.pos - self.seen) as usize;
+        if free < total {
+            // SAFETY: valid counter (Ring::new's contract).
+            self.seen = unsafe { (*self.tail).load(Ordering::Acquire) };
+            free = self.cap - (self.pos - self.seen) as usize;
+        }
+        let free = free.min(self.chunk());
+        let mut done = 0;
+        for b in bufs {
+            let take = b.len().min(free - done);
+            self.copy_in(self.pos + done as u64, &b[..take]);
+            done += take;
+            if done == free {
+                break;
+            }
+        }
+        if done > 0 {
+            self.pos += done as u64;
+            // SAFETY: valid counter.
+            unsafe { (*self.head).store(self.pos, Ordering::Release) };
+        }
+        done
+    }
+
+    /// Consumer: moves available bytes into `buf`, up to one chunk.
+    pub(crate) fn pop(&mut self, buf: &mut [MaybeUninit<u8>]) -> usize {
+        let mut avail = (self.seen - self.pos) as usize;
+        if avail < buf.len() {
+            // SAFETY: valid counter.
+            self.seen = unsafe { (*self.head).load(Ordering::Acquire) };
+            avail = (self.seen - self.pos) as usize;
+        }
+        let n = avail.min(buf.len()).min(self.chunk());
+        if n > 0 {
+            self.copy_out(self.pos, &mut buf[..n]);
+            self.pos += n as u64;
+            // SAFETY: valid counter.
+            unsafe { (*self.tail).store(self.pos, Ordering::Release) };
+        }
+        n
+    }
+
+    fn copy_in(&self, at: u64, src: &[u8]) {
+        let off = at as usize & (self.cap - 1);
+        let first = src.len().min(self.cap - off);
+        // SAFETY: off + first <= cap and src.len() - first <= off <= cap; the bytes are free
+        // (between head and tail + cap), so the consumer does not touch them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off), first);
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data, src.len() - first);
+        }
+    }
+
+    fn copy_out(&self, at: u64, dst: &mut [MaybeUninit<u8>]) {
+        let off = at as usize & (self.cap - 1);
+        let first = dst.len().min(self.cap - off);
+        // SAFETY: bounds as in copy_in; the bytes are published (below head), so the
+        // producer does not touch them until tail moves past them.
+        unsafe {
+            let dst_ptr = dst.as_mut_ptr().cast::<u8>();
+            std::ptr::copy_nonoverlapping(self.data.add(off), dst_ptr, first);
+            std::ptr::copy_nonoverlapping(self.data, dst_ptr.add(first), dst.len() - first);
+        }
+    }
+}
+
+/// The shared-memory transport of one rank.
+pub(crate) struct ShmTransport {
+    dir: PathBuf,
+    rank: usize,
+    size: usize,
+    cap: usize,
+    /// Consumer ends of the rings in our inbox, by sender.
+    rx: Vec<Option<Ring>>,
+    /// Producer ends into other inboxes, by destination (opened on first write).
+    tx: Vec<Option<Ring>>,
+    first_try: Vec<Option<Instant>>,
+    /// Mappings kept alive for the rings above; dropped after them.
+    maps: Vec<Mapping>,
+}
+
+/// Size of one rank's inbox file in a world of `size` ranks with rings of `cap` bytes.
+pub(crate) fn inbox_len(size: usize, cap: usize) -> usize {
+    FILE_HEADER + size * (RING_HEADER + cap)
+}
+
+/// Bytes free for unprivileged users in the file system holding `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+}
+
+fn ring_base(map: &Mapping, sender: usize, cap: usize) -> *mut u8 {
+    // SAFETY (of the add): within the mapping of inbox_len(size, cap) bytes for sender < size.
+    unsafe { map.ptr.add(FILE_HEADER + sender * (RING_HEADER + cap)) }
+}
+
+impl ShmTransport {
+    /// Creates this rank's inbox in `dir`.
+    pub(crate) fn new(dir: &Path, rank: usize, size: usize, cap: usize) -> Result<ShmTransport> {
+        let len = inbox_len(size, cap);
+        let tmp = dir.join(format!("inbox-{rank}.tmp"));
+        let path = dir.join(format!("inbox-{rank}"));
+        let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
+        // The inbox is sparse, but a full tmpfs would turn a later write into SIGBUS: refuse
+        // now, with a message, when even one full inbox would not fit.
+        if let Some(free) = free_bytes(dir).filter(|&f| f < len as u64) {
+            return Err(Error::InvalidArgument(format!(
+                "{} has {free} bytes free, but a shared-memory inbox of this world needs {len}: \
+                 lower HPCBOX_SHM_RING_BYTES or set HPCBOX_TRANSPORT=tcp",
+                dir.display()
+            )));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(ctx("creating", &tmp), e))?;
+        file.set_len(len as u64)
+            .map_err(|e| Error::io(ctx("sizing", &tmp), e))?;
+        let map = Mapping::map(&file, len).map_err(|e| Error::io(ctx("mapping", &tmp), e))?;
+        map.word(1).store(size as u64, Ordering::Relaxed);
+        map.word(2).store(cap as u64, Ordering::Relaxed);
+        map.word(0).store(MAGIC, Ordering::Release);
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(ctx("publishing", &path), e))?;
+        let rx = (0..size)
+            .map(|s| {
+                // SAFETY: ring s of our own inbox, mapped for as long as `maps` holds it;
+                // we are its only consumer.
+                (s != rank).then(|| unsafe { Ring::new(ring_base(&map, s, cap), cap, false) })
+            })
+            .collect();
+        Ok(ShmTransport {
+            dir: dir.to_path_buf(),
+            rank,
+            size,
+            cap,
+            rx,
+            tx: (0..size).map(|_| None).collect(),
+            first_try: vec![None; size],
+            maps: vec![map],
+        })
+    }
+
+    /// Maps the inbox of `dest` once it exists; `Ok(false)` while it does not yet.
+    fn open_peer(&mut self, dest: usize) -> Result<bool> {
+        let path = self.dir.join(format!("inbox-{dest}"));
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let since = *self.first_try[dest].get_or_insert_with(Instant::now);
+                if since.elapsed() > RENDEZVOUS_TIMEOUT {
+                    return Err(Error::Rendezvous {
+                        rank: dest,
+                        dir: self.dir.clone(),
+                        secs: RENDEZVOUS_TIMEOUT.as_secs(),
+                    });
+                }
+                return Ok(false);
+            }
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
+        let len = inbox_len(self.size, self.cap);
+        let actual = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .len();
+        let map = Mapping::map(&file, len)
+            .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        let fits = actual == len as u64
+            && map.word(0).load(Ordering::Acquire) == MAGIC
+            && map.word(1).load(Ordering::Relaxed) == self.size as u64
+            && map.word(2).load(Ordering::Relaxed) == self.cap as u64;
+        if !fits {
+            return Err(Error::InvalidArgument(format!(
+                "{} was not made for a world of {} ranks with {}-byte rings",
+                path.display(),
+                self.size,
+                self.cap
+            )));
+        }
+        // SAFETY: our ring in the peer's inbox, mapped while `maps` holds it; we are its only producer.
+        self.tx[dest] =
+            Some(unsafe { Ring::new(ring_base(&map, self.rank, self.cap), self.cap, true) });
+        self.maps.push(map);
+        Ok(true)
+    }
+}
+
+impl Transport for ShmTransport {
+    fn write_some(&mut self, dest: usize, bufs: &[&[u8]]) -> Result<usize> {
+        if self.tx[dest].is_none() && !self.open_peer(dest)? {
+            return Ok(0);
+        }
+        Ok(self.tx[dest].as_mut().map_or(0, |r| r.push(bufs)))
+    }
+
+    fn read_some(&mut self, src: usize, buf: &mut [MaybeUninit<u8>]) -> Result<usize> {
+        Ok(self.rx[src].as_mut().map_or(0, |r| r.pop(buf)))
+    }
+}
+
+impl Drop for ShmTransport {
+    fn drop(&mut self) {
+        // Rings point into the mappings: clear them before the mappings go.
+        self.rx.clear();
+        self.tx.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(align(128))]
+    struct Line(#[allow(dead_code)] [u8; 128]);
+
+    /// Storage for a ring in ordinary memory (128-aligned) and its base pointer.
+    fn local(cap: usize) -> (Vec<Line>, *mut u8) {
+        let lines = (RING_HEADER + cap) / 128;
+        let mut v: Vec<Line> = (0..lines).map(|_| Line([0; 128])).collect();
+        let p = v.as_mut_ptr().cast::<u8>();
+        (v, p)
+    }
+
+    #[test]
+    fn wraps_and_streams_larger_than_capacity() {
+        let (_mem, base) = local(4096);
+        // SAFETY: the storage outlives both ends; one producer, one consumer.
+        let (mut p, mut c) = unsafe { (Ring::new(base, 4096, true), Ring::new(base, 4096, false)) };
+        let msg: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut got = Vec::new();
+        let mut sent = 0;
+        let mut tmp = vec![MaybeUninit::new(0u8); 3000];
+        while got.len() < msg.len() {
+            sent += p.push(&[&msg[sent..]]);
+            let n = c.pop(&mut tmp);
+            got.extend(tmp[..n].iter().map(|b| unsafe { b.assume_init() }));
+        }
+        assert_eq!(got, msg);
+    }
+
+    #[test]
+    fn two_threads_keep_order() {
+        let (mem, base) = local(4096);
+        let base = base as usize;
+        let n = 200_000u32;
+        let producer = std::thread::spawn(move || {
+            // SAFETY: the storage lives until both threads are joined; one producer.
+            let mut p = unsafe { Ring::new(base as *mut u8, 4096, true) };
+            let data: Vec<u8> = (0..n).flat_map(|i| i.to_le_bytes()).collect();
+            let mut off = 0;
+            while off < data.len() {
+                let k = p.push(&[&data[off..(off + 777).min(data.len())]]);
+                off += k;
+                if k == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        // SAFETY: as above; one consumer.
+        let mut c = unsafe { Ring::new(base as *mut u8, 4096, false) };
+        let mut got = Vec::with_capacity(n as usize * 4);
+        let mut tmp = [MaybeUninit::new(0u8); 1000];
+        while got.len() < n as usize * 4 {
+            let k = c.pop(&mut tmp);
+            got.extend(tmp[..k].iter().map(|b| unsafe { b.assume_init() }));
+            if k == 0 {
+                std::thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+        drop(mem);
+        for (i, w) in got.chunks(4).enumerate() {
+            assert_eq!(u32::from_le_bytes(w.try_into().unwrap()), i as u32);
+        }
+    }
+
+    #[test]
+    fn gathers_header_and_payload() {
+        let (_mem, base) = local(4096);
+        // SAFETY: storage outlives both ends.
+        let (mut p, mut c) = unsafe { (Ring::new(base, 4096, true), Ring::new(base, 4096, false)) };
+        assert_eq!(p.push(&[b"head", b"", b"body"]), 8);
+        let mut out = [MaybeUninit::new(0u8); 16];
+        assert_eq!(c.pop(&mut out), 8);
+        // SAFETY: initialized above.
+        let out: Vec<u8> = out[..8]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        assert_eq!(out, b"headbody");
+        // Full ring: a push takes only what fits.
+        let big = vec![1u8; 5000];
+        assert_eq!(p.push(&[&big]), 4096);
+        assert_eq!(p.push(&[&big]), 0);
+    }
+}
