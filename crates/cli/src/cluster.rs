@@ -355,6 +355,7 @@ pub fn down() -> ExitCode {
         Ok(state) => state,
         Err(e) => return fail(e),
     };
+    end_jobs(&Client::new(state.socket()));
     let daemons = daemon_pids(&state);
     if daemons.is_empty() {
         println!("hpcbox is not up in {}", state.root().display());
@@ -372,6 +373,26 @@ pub fn down() -> ExitCode {
     }
     println!("hpcbox is down");
     ExitCode::SUCCESS
+}
+
+/// Deletes every job not yet finished and waits (up to 30 s) until none runs, so that stopping
+/// the daemons leaves no job's process behind.
+fn end_jobs(client: &Client) {
+    let all = hpcbox_cluster::api::StatusRequest::default();
+    let Ok(items) = client.status(&all) else {
+        return;
+    };
+    for item in items {
+        if let hpcbox_cluster::api::StatusItem::Job(job) = item {
+            let _ = client.act(&hpcbox_cluster::api::JobAction {
+                id: job.name.clone(),
+                action: hpcbox_cluster::api::Action::Delete { force: false },
+            });
+        }
+    }
+    let _ = wait_for("the jobs to end", Duration::from_secs(30), || {
+        client.status(&all).map_or(true, |items| items.is_empty())
+    });
 }
 
 /// Tells whether the daemons run, and shows the nodes.

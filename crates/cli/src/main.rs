@@ -5,7 +5,9 @@
 
 mod check_script;
 mod cluster;
+mod mpiexec;
 mod pbs;
+mod sim;
 mod submission;
 
 use std::process::ExitCode;
@@ -37,6 +39,11 @@ enum Command {
         /// The directory to put the links in.
         dir: std::path::PathBuf,
     },
+    /// Start a program as N ranks of hpcbox-comm (`hpcbox mpiexec -n 4 ./prog`).
+    Mpiexec(mpiexec::MpiexecArgs),
+    /// Replay a workload (an SWF trace or a synthetic one) through the scheduler in virtual
+    /// time, and report utilization, waits and bounded slowdown.
+    Sim(sim::SimArgs),
     /// Read a PBS job script as qsub would and print the job it describes, without submitting.
     ///
     /// Directives are taken from the top of the script until its first executable line; qsub
@@ -83,7 +90,7 @@ fn main() -> ExitCode {
     if let Some(code) = pbs::run(&called_as, &argv[1.min(argv.len())..]) {
         return code;
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(mpiexec::normalize(argv));
     match cli.command {
         Command::Up(args) => cluster::up(args),
         Command::Down => cluster::down(),
@@ -92,6 +99,8 @@ fn main() -> ExitCode {
         Command::Agent(args) => cluster::agent(args),
         Command::Links { dir } => cluster::links(&dir),
         Command::CheckScript(args) => check_script::run(args),
+        Command::Sim(args) => sim::run(args),
+        Command::Mpiexec(args) => mpiexec::run(args),
         Command::Qsub(a) => pbs_command("qsub", &a),
         Command::Qstat(a) => pbs_command("qstat", &a),
         Command::Qdel(a) => pbs_command("qdel", &a),

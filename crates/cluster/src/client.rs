@@ -83,7 +83,9 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, ClientError> {
         let body = match body {
-            Some(body) => serde_json::to_vec(body).map_err(|e| ClientError::Transport(e.to_string()))?,
+            Some(body) => {
+                serde_json::to_vec(body).map_err(|e| ClientError::Transport(e.to_string()))?
+            }
             None => Vec::new(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -94,7 +96,12 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport(e.to_string()))
     }
 
-    async fn exchange(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Bytes, ClientError> {
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Bytes, ClientError> {
         let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
@@ -113,7 +120,10 @@ impl Client {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| transport(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| transport(&e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| transport(&e))?;
         let status = response.status();
         let bytes = response
             .into_body()

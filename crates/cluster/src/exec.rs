@@ -176,8 +176,9 @@ pub fn start(job_id: &str, launch: &Launch) -> io::Result<RunningJob> {
         io::Error::new(
             err.kind(),
             format!(
-                "cannot start {:?} with output {}: {err}",
+                "cannot start {:?} in {} with output {}: {err}",
                 launch.program,
+                launch.cwd.display(),
                 launch.stdout.display()
             ),
         )
@@ -521,6 +522,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = with_job_id(launch(dir.path(), "#!/bin/sh\nexit 7\n"), "8.test");
         let mut job = start("8.test", &l).unwrap();
+        // Never waited for here: reaping it is the reaper's job.
+        #[allow(clippy::zombie_processes)]
         let orphan = Command::new("/bin/true").spawn().unwrap();
         let orphan = Pid::from_raw(orphan.id() as i32);
         let me = Pid::this();

@@ -566,3 +566,25 @@ async fn a_refused_agent_stops_with_an_error() {
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
     assert!(err.to_string().contains("bad token"), "{err}");
 }
+
+#[tokio::test]
+async fn executables_run_without_a_script() {
+    let world = World::new();
+    let _agent = world.spawn_agent();
+    let mut server = world.welcome().await;
+    let mut job = world.job(&id(11), "");
+    job.script = None;
+    job.argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "echo \"$PBS_JOBID in $(pwd)\"".into(),
+    ];
+    server.start(job).await;
+    assert_eq!(server.ended(&id(11)).await.0, 0);
+    assert_eq!(
+        fs::read_to_string(world.path("out")).unwrap(),
+        format!("{} in {}\n", id(11), home().display())
+    );
+    let aux: Vec<_> = fs::read_dir(world.path("aux")).unwrap().collect();
+    assert!(aux.is_empty(), "{aux:?}");
+}

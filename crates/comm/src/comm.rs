@@ -171,7 +171,8 @@ impl Communicator {
     }
 
     /// Ends the whole job with exit status `code` (MPI_Abort): this rank exits at once, and
-    /// the launcher, seeing a rank fail, kills the others and exits with `code`.
+    /// the launcher, seeing a rank fail, kills the others and exits with `code`. Give a
+    /// non-zero code: a rank that exits with 0 has simply finished.
     pub fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
     }

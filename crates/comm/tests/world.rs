@@ -197,6 +197,20 @@ fn body_p2p() -> Res {
     }
     wait_all(sends).map_err(e)?;
 
+    // Non-blocking objects; a send request polled with test().
+    let req = w.irecv_obj::<Vec<String>>(prev, 19).map_err(e)?;
+    let mut sent = w
+        .isend_obj(next, 19, &vec![format!("a{r}"), "b".to_string()])
+        .map_err(e)?;
+    let (v, st) = req.wait().map_err(e)?;
+    check!(
+        v == vec![format!("a{prev}"), "b".to_string()] && st.source == prev,
+        "irecv_obj {v:?}"
+    );
+    while !sent.test().map_err(e)? {
+        std::thread::yield_now();
+    }
+
     // test() polls until done.
     let mut req = w.irecv::<u8>(prev, 16).map_err(e)?;
     w.isend(next, 16, &[r as u8])

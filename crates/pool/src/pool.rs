@@ -139,6 +139,7 @@ impl<K: Kind> PoolBuilder<K> {
             engine,
             cfg,
             progress: self.progress,
+            spin: crate::usable_cpus() > workers,
             closed: AtomicBool::new(false),
             terminated: AtomicBool::new(false),
         })
@@ -165,6 +166,8 @@ pub struct Pool<K: Kind = Processes> {
     engine: Arc<K::Engine>,
     cfg: Arc<Config>,
     progress: bool,
+    /// A caller waiting for results spins briefly first, when a CPU is left for it.
+    spin: bool,
     closed: AtomicBool,
     terminated: AtomicBool,
 }
@@ -280,6 +283,7 @@ impl<K: Kind> Pool<K> {
         let bar = if progress { self.bar(Some(n)) } else { None };
         let mut gather = Gather::new(rx, chunks, bar, finish_vec);
         gather.out = Some((out, n));
+        gather.spin = self.spin;
         Ok(AsyncResult::new(gather))
     }
 
@@ -340,8 +344,37 @@ impl<K: Kind> Pool<K> {
         Plain<F>: Callable<T, Output = R>,
         R: Send + 'static,
     {
+        self.map_results_opt(f, items, None)
+    }
+
+    /// [`map_results`](Self::map_results) with an explicit chunk size.
+    pub fn map_results_chunksize<F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<Vec<Result<R, PoolError>>, PoolError>
+    where
+        K: Runs<Plain<F>, T>,
+        Plain<F>: Callable<T, Output = R>,
+        R: Send + 'static,
+    {
+        self.map_results_opt(f, items, Some(chunksize))
+    }
+
+    fn map_results_opt<F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<Result<R, PoolError>>, PoolError>
+    where
+        K: Runs<Plain<F>, T>,
+        Plain<F>: Callable<T, Output = R>,
+        R: Send + 'static,
+    {
         let items: Vec<T> = items.into_iter().collect();
-        let (rx, chunks, n) = self.submit_all(Plain(f), items, None, None)?;
+        let (rx, chunks, n) = self.submit_all(Plain(f), items, chunksize, None)?;
         let gather = Gather::new(rx, chunks, self.bar(Some(n)), finish_results);
         AsyncResult::new(gather).get(None)
     }
@@ -538,6 +571,7 @@ impl<K: Kind> Pool<K> {
             waiting: BTreeMap::new(),
             ready: VecDeque::new(),
             bar,
+            spin: self.spin,
         })
     }
 
@@ -578,7 +612,10 @@ impl<K: Kind> Drop for Pool<K> {
 
 /// Receives, spinning briefly before blocking: a result usually comes within microseconds,
 /// and a blocked thread may then wait milliseconds for a CPU on a busy machine.
-fn recv_spin<T>(rx: &Receiver<T>) -> Result<T, std::sync::mpsc::RecvError> {
+fn recv_spin<T>(rx: &Receiver<T>, spin: bool) -> Result<T, std::sync::mpsc::RecvError> {
+    if !spin {
+        return rx.recv();
+    }
     let mut got = None;
     crate::spin_until(|| match rx.try_recv() {
         Ok(v) => {
@@ -617,6 +654,8 @@ struct Gather<R, O> {
     finish: Finish<R, O>,
     /// Where chunks whose items all succeed write their values, and the item count.
     out: Option<(Arc<OutBuf<R>>, usize)>,
+    /// Whether to spin before blocking (only when a CPU is left over for it).
+    spin: bool,
 }
 
 impl<R, O> Gather<R, O> {
@@ -633,6 +672,7 @@ impl<R, O> Gather<R, O> {
             bar,
             finish,
             out: None,
+            spin: false,
         }
     }
 
@@ -669,7 +709,7 @@ impl<R: Send, O> Collect<O> for Gather<R, O> {
     fn pump(&mut self, deadline: Option<Instant>) -> bool {
         while self.left > 0 {
             let batch = match deadline {
-                None => match recv_spin(&self.rx) {
+                None => match recv_spin(&self.rx, self.spin) {
                     Ok(b) => b,
                     Err(_) => return false,
                 },
@@ -838,6 +878,7 @@ pub struct IMap<'a, R> {
     waiting: BTreeMap<usize, Batch<R>>,
     ready: VecDeque<Result<R, PoolError>>,
     bar: Option<ProgressBar>,
+    spin: bool,
 }
 
 impl<R> IMap<'_, R> {
@@ -896,7 +937,7 @@ impl<R> Iterator for IMap<'_, R> {
                 }
                 return None;
             }
-            match recv_spin(&self.rx) {
+            match recv_spin(&self.rx, self.spin) {
                 Ok(batch) => self.accept(batch),
                 Err(_) => return None,
             }

@@ -77,8 +77,124 @@ enum JobEnd {
 }
 
 struct Job {
+    /// The task frame; only its header while `raw` holds the items.
     frame: Vec<u8>,
     done: Box<dyn FnOnce(JobEnd) + Send>,
+    /// When the payload went to a shared-memory lane: the lane and the short frame sent.
+    lane: Option<(u8, Vec<u8>)>,
+    /// A chunk of primitive numbers not encoded yet: the supervisor copies its bytes straight
+    /// to a lane (or into the frame, when no lane is free), sparing the caller a copy.
+    raw: Option<Box<dyn RawItems>>,
+}
+
+impl Job {
+    /// The bytes that go down the pipe for this job.
+    fn wire(&self) -> &[u8] {
+        match &self.lane {
+            Some((_, wire)) => wire,
+            None => &self.frame,
+        }
+    }
+
+    /// The task's full size, whichever way it travels.
+    fn size(&self) -> usize {
+        self.frame.len() + self.raw.as_ref().map_or(0, |r| 1 + r.bytes().len())
+    }
+
+    /// Encodes `raw` items into the frame, for the pipe.
+    fn materialize(&mut self) {
+        if let Some(raw) = self.raw.take() {
+            self.frame.reserve(1 + raw.bytes().len());
+            self.frame.push(CODEC_RAW);
+            self.frame.extend_from_slice(raw.bytes());
+            let len = (self.frame.len() - 4) as u32;
+            self.frame[0..4].copy_from_slice(&len.to_le_bytes());
+        }
+    }
+}
+
+/// The items of a chunk of primitive numbers, as their bytes.
+trait RawItems: Send {
+    fn bytes(&self) -> &[u8];
+}
+
+impl<T: Send + 'static> RawItems for Slice<T> {
+    fn bytes(&self) -> &[u8] {
+        let items = self.as_slice();
+        // SAFETY: only made for primitive number types (`raw_size`), whose bytes are all
+        // initialized, and borrowed as long as the items.
+        unsafe {
+            std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), std::mem::size_of_val(items))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared-memory lanes: large payloads of a chunk travel through memory shared with the worker
+// instead of through its pipe (which costs two kernel copies and many wakeups per megabyte).
+
+/// Bytes of one lane area; larger messages go through the pipe.
+const LANE_BYTES: usize = 2 << 20;
+/// Smaller messages go through the pipe, which is cheaper for them.
+const LANE_MIN: usize = 32 << 10;
+/// Lanes per worker: each has an input area and an output area.
+const LANES: usize = 2;
+const KIND_TASK_LANE: u8 = 2;
+const TAG_REPLY_LANE: u8 = 2;
+/// `u32 len | u8 kind | u64 entry | u8 lane | u64 payload length`.
+const LANE_TASK_FRAME: usize = 4 + 1 + 8 + 1 + 8;
+/// `u32 len | u8 tag | u8 lane | u64 body length`.
+const LANE_REPLY_FRAME: usize = 4 + 1 + 1 + 8;
+
+/// One shared mapping for all worker slots, made before the first fork so that every worker,
+/// replacements included, has it at the same address.
+struct Lanes {
+    base: *mut u8,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is plain memory; who touches which area is settled by the protocol (one
+// side at a time per area, handed over by the pipe messages).
+unsafe impl Send for Lanes {}
+// SAFETY: as above.
+unsafe impl Sync for Lanes {}
+
+impl Lanes {
+    fn new(workers: usize) -> Option<Lanes> {
+        let bytes = workers.checked_mul(LANES * 2 * LANE_BYTES)?;
+        #[cfg(target_os = "linux")]
+        let flags = libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        #[cfg(not(target_os = "linux"))]
+        let flags = libc::MAP_SHARED | libc::MAP_ANON;
+        // SAFETY: a fresh anonymous mapping, no address hint.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                -1,
+                0,
+            )
+        };
+        (base != libc::MAP_FAILED).then_some(Lanes {
+            base: base.cast(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping; the workers (which have their own copy) are gone
+        // or keep theirs.
+        unsafe { libc::munmap(self.base.cast(), self.bytes) };
+    }
+}
+
+/// The input (or output) area of `lane` of worker `slot`, in a mapping at `base`.
+fn lane_area(base: usize, slot: usize, lane: usize, output: bool) -> *mut u8 {
+    (base + ((slot * LANES + lane) * 2 + usize::from(output)) * LANE_BYTES) as *mut u8
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -163,6 +279,7 @@ impl Kind for Processes {
             }),
             wake_w,
         });
+        let lanes = Lanes::new(cfg.workers);
         let mut sup = Supervisor {
             shared: shared.clone(),
             wake_r,
@@ -170,6 +287,7 @@ impl Kind for Processes {
             workers: Vec::new(),
             pending: VecDeque::new(),
             last_sweep: Instant::now(),
+            lanes,
         };
         // Fork the first workers before returning, so worker_pids() is right at once.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -279,21 +397,35 @@ where
                 "process workers need a fn item or a closure that captures nothing"
             )
         };
-        let entry: ChildEntry = child_entry::<C, T>;
+        let entry = child_entry::<C, T> as ChildEntry as usize as u64;
         let limit = cfg.max_message_bytes;
         let len = items.len();
-        let encoded = encode_task(entry as usize as u64, items.as_slice(), limit);
-        drop(items);
-        let frame = match encoded {
-            Ok(frame) => frame,
-            Err(err) => {
-                let _ = tx.send(Batch::failed(first, len, |i| err.at(i)));
-                return;
+        let raw_bytes = 1 + std::mem::size_of_val(items.as_slice());
+        let (frame, raw): (Vec<u8>, Option<Box<dyn RawItems>>) = if raw_size::<T>().is_some()
+            && (LANE_MIN..=LANE_BYTES).contains(&raw_bytes)
+            && raw_bytes <= limit
+        {
+            // A lane-sized chunk of numbers: the supervisor copies it where it goes.
+            let mut header = vec![0u8; TASK_HEADER];
+            header[4] = KIND_TASK;
+            header[5..13].copy_from_slice(&entry.to_le_bytes());
+            (header, Some(Box::new(items)))
+        } else {
+            let encoded = encode_task(entry, items.as_slice(), limit);
+            drop(items);
+            match encoded {
+                Ok(frame) => (frame, None),
+                Err(err) => {
+                    let _ = tx.send(Batch::failed(first, len, |i| err.at(i)));
+                    return;
+                }
             }
         };
         let reporter = Reporter::new(tx, first, len);
         engine.push(Job {
             frame,
+            lane: None,
+            raw,
             done: Box::new(move |end| {
                 let make = move || decode_end::<C::Output>(end, first, len, out);
                 reporter.send(Payload::Lazy(Box::new(make)));
@@ -614,6 +746,8 @@ struct ChildSetup {
     parent: libc::pid_t,
     initializer: Option<Arc<dyn Fn() + Send + Sync>>,
     limit: usize,
+    /// The lanes mapping's address and this worker's slot in it.
+    lanes: Option<(usize, usize)>,
 }
 
 /// The worker process: never returns, never runs the parent's destructors or atexit handlers.
@@ -673,20 +807,62 @@ fn child_loop(setup: &ChildSetup) -> i32 {
         match frame[0] {
             KIND_EXIT => return 0,
             KIND_TASK if len >= 9 => {
-                let mut addr = [0u8; 8];
-                addr.copy_from_slice(&frame[1..9]);
-                let addr = u64::from_le_bytes(addr) as usize;
-                // SAFETY: the parent wrote the address of a `ChildEntry` function of this same
-                // program image (we are its fork), and nothing else writes this pipe.
-                let entry: ChildEntry = unsafe { std::mem::transmute::<usize, ChildEntry>(addr) };
-                let reply = entry(&frame[9..], setup.limit);
+                let reply = entry_at(&frame[1..9])(&frame[9..], setup.limit);
                 if output.write_all(&reply).is_err() {
+                    return CHILD_FAILED;
+                }
+            }
+            KIND_TASK_LANE if len == LANE_TASK_FRAME - 4 => {
+                let (Some((base, slot)), lane) = (setup.lanes, usize::from(frame[9])) else {
+                    return CHILD_FAILED;
+                };
+                let size = read_u64(&frame[10..18]) as usize;
+                if lane >= LANES || size > LANE_BYTES {
+                    return CHILD_FAILED;
+                }
+                // SAFETY: the parent filled this lane's input area with `size` bytes before
+                // sending this frame, and leaves it alone until our reply.
+                let input =
+                    unsafe { std::slice::from_raw_parts(lane_area(base, slot, lane, false), size) };
+                let reply = entry_at(&frame[1..9])(input, setup.limit);
+                let body = &reply[REPLY_HEADER..];
+                let sent = if reply[4] == TAG_REPLY && body.len() <= LANE_BYTES {
+                    // SAFETY: the output area of this lane is ours until the parent reads our
+                    // reply; the body fits in it.
+                    unsafe {
+                        let out = lane_area(base, slot, lane, true);
+                        std::ptr::copy_nonoverlapping(body.as_ptr(), out, body.len());
+                    }
+                    let mut small = [0u8; LANE_REPLY_FRAME];
+                    small[0..4].copy_from_slice(&((LANE_REPLY_FRAME - 4) as u32).to_le_bytes());
+                    small[4] = TAG_REPLY_LANE;
+                    small[5] = lane as u8;
+                    small[6..14].copy_from_slice(&(body.len() as u64).to_le_bytes());
+                    output.write_all(&small)
+                } else {
+                    output.write_all(&reply)
+                };
+                if sent.is_err() {
                     return CHILD_FAILED;
                 }
             }
             _ => return CHILD_FAILED,
         }
     }
+}
+
+/// The child entry whose address is in these 8 bytes.
+fn entry_at(bytes: &[u8]) -> ChildEntry {
+    let addr = read_u64(bytes) as usize;
+    // SAFETY: the parent wrote the address of a `ChildEntry` function of this same program
+    // image (we are its fork), and nothing else writes this pipe.
+    unsafe { std::mem::transmute::<usize, ChildEntry>(addr) }
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(b)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -707,6 +883,9 @@ struct Worker {
     exit_sent: bool,
     rbuf: Vec<u8>,
     eof: bool,
+    /// This worker's place in the lanes mapping, and which of its lanes hold a job.
+    slot: usize,
+    lane_busy: [bool; LANES],
 }
 
 struct Supervisor {
@@ -716,6 +895,7 @@ struct Supervisor {
     workers: Vec<Worker>,
     pending: VecDeque<Job>,
     last_sweep: Instant,
+    lanes: Option<Lanes>,
 }
 
 /// How often workers are checked with `waitpid` besides their pipe's end of file (which can
@@ -755,7 +935,11 @@ impl Supervisor {
             close.push(w.tx.as_raw_fd());
             close.push(w.rx.as_raw_fd());
         }
+        let slot = (0..)
+            .find(|s| self.workers.iter().all(|w| w.slot != *s))
+            .unwrap_or(0);
         let setup = ChildSetup {
+            lanes: self.lanes.as_ref().map(|l| (l.base as usize, slot)),
             input: in_r.as_raw_fd(),
             output: out_w.as_raw_fd(),
             close,
@@ -792,6 +976,8 @@ impl Supervisor {
                     exit_sent: false,
                     rbuf: Vec::new(),
                     eof: false,
+                    slot,
+                    lane_busy: [false; LANES],
                 });
                 Ok(())
             }
@@ -880,7 +1066,11 @@ impl Supervisor {
     fn read_worker_at(&mut self, i: usize) {
         let mut init_failed = None;
         let w = &mut self.workers[i];
-        w.read_frames(self.cfg.max_message_bytes, &mut init_failed);
+        w.read_frames(
+            self.cfg.max_message_bytes,
+            self.lanes.as_ref(),
+            &mut init_failed,
+        );
         if let Some(msg) = init_failed {
             let err = PoolError::InitializerFailed(msg);
             for job in w.inflight.drain(..) {
@@ -889,6 +1079,7 @@ impl Supervisor {
             w.sent = 0;
             w.offset = 0;
             w.inflight_bytes = 0;
+            w.lane_busy = [false; LANES];
             self.shared.lock().broken = Some(err);
         }
     }
@@ -898,6 +1089,7 @@ impl Supervisor {
     fn collect_exits(&mut self, sweep: bool) {
         let mut i = 0;
         let mut changed = false;
+        let mut failed = Vec::new();
         while i < self.workers.len() {
             let status = if self.workers[i].eof {
                 Some(reap(self.workers[i].pid))
@@ -918,7 +1110,7 @@ impl Supervisor {
                 continue;
             };
             let w = self.workers.swap_remove(i);
-            self.retire(w, death);
+            failed.extend(self.retire(w, death));
             changed = true;
         }
         if changed {
@@ -938,19 +1130,29 @@ impl Supervisor {
             }
             self.publish_pids();
         }
+        for (job, end) in failed {
+            (job.done)(end);
+        }
     }
 
     /// Settles the jobs of a worker that ended: the running one failed, the rest go back.
-    fn retire(&mut self, mut w: Worker, death: Death) {
+    ///
+    /// The failed job is returned, to be reported once the replacement is started (so that a
+    /// caller who sees the failure also sees the new worker).
+    fn retire(&mut self, mut w: Worker, death: Death) -> Option<(Job, JobEnd)> {
         let started = w.sent > 0 || w.offset > 0;
-        if started {
-            if let Some(job) = w.inflight.pop_front() {
-                (job.done)(JobEnd::Died(w.pid.as_raw() as u32, death));
-            }
-        }
-        while let Some(job) = w.inflight.pop_back() {
+        let failed = if started {
+            w.inflight
+                .pop_front()
+                .map(|job| (job, JobEnd::Died(w.pid.as_raw() as u32, death)))
+        } else {
+            None
+        };
+        while let Some(mut job) = w.inflight.pop_back() {
+            job.lane = None; // its lane belonged to the dead worker
             self.pending.push_front(job);
         }
+        failed
     }
 
     fn dispatch(&mut self) {
@@ -963,10 +1165,17 @@ impl Supervisor {
             else {
                 return;
             };
-            let Some(job) = self.pending.pop_front() else {
+            let Some(mut job) = self.pending.pop_front() else {
                 return;
             };
-            w.inflight_bytes += job.frame.len();
+            if let Some(lanes) = &self.lanes {
+                job.lane = w.put_in_lane(lanes, &job);
+            }
+            if job.lane.is_none() {
+                job.materialize();
+            }
+            // Counted at full size even when in a lane: a worker holds few large jobs.
+            w.inflight_bytes += job.size();
             w.inflight.push_back(job);
             w.assigned += 1;
             if self.cfg.maxtasks.is_some_and(|m| w.assigned >= m) {
@@ -993,6 +1202,7 @@ impl Supervisor {
             w.sent = 0;
             w.offset = 0;
             w.inflight_bytes = 0;
+            w.lane_busy = [false; LANES];
         }
     }
 
@@ -1020,6 +1230,49 @@ impl Supervisor {
 }
 
 impl Worker {
+    /// Copies a large task's payload to a free lane of this worker; the short frame to send
+    /// instead of the task frame, or None (the frame goes down the pipe as it is).
+    fn put_in_lane(&mut self, lanes: &Lanes, job: &Job) -> Option<(u8, Vec<u8>)> {
+        let (codec, body) = match &job.raw {
+            Some(raw) => (Some(CODEC_RAW), raw.bytes()),
+            None => (None, job.frame.get(TASK_HEADER..)?),
+        };
+        let size = body.len() + usize::from(codec.is_some());
+        if !(LANE_MIN..=LANE_BYTES).contains(&size) {
+            return None;
+        }
+        let lane = self.lane_busy.iter().position(|busy| !busy)?;
+        // SAFETY: a free lane's input area is ours (the worker reads it only after the frame
+        // below), and the payload fits in it.
+        unsafe {
+            let mut area = lane_area(lanes.base as usize, self.slot, lane, false);
+            if let Some(codec) = codec {
+                area.write(codec);
+                area = area.add(1);
+            }
+            std::ptr::copy_nonoverlapping(body.as_ptr(), area, body.len());
+        }
+        self.lane_busy[lane] = true;
+        let mut wire = Vec::with_capacity(LANE_TASK_FRAME);
+        wire.extend_from_slice(&((LANE_TASK_FRAME - 4) as u32).to_le_bytes());
+        wire.push(KIND_TASK_LANE);
+        wire.extend_from_slice(&job.frame[5..13]); // the entry address
+        wire.push(lane as u8);
+        wire.extend_from_slice(&(size as u64).to_le_bytes());
+        Some((lane as u8, wire))
+    }
+
+    /// The job whose reply just arrived: the oldest in flight, its lane freed.
+    fn complete_front(&mut self) -> Option<Job> {
+        let job = self.inflight.pop_front()?;
+        self.inflight_bytes -= job.size();
+        self.sent = self.sent.saturating_sub(1);
+        if let Some((lane, _)) = &job.lane {
+            self.lane_busy[usize::from(*lane)] = false;
+        }
+        Some(job)
+    }
+
     fn has_room(&self) -> bool {
         if self.retiring || self.eof {
             return false;
@@ -1034,9 +1287,10 @@ impl Worker {
             let mut iov: Vec<libc::iovec> = Vec::with_capacity(64);
             for (k, job) in self.inflight.iter().skip(self.sent).take(64).enumerate() {
                 let skip = if k == 0 { self.offset } else { 0 };
+                let wire = &job.wire()[skip..];
                 iov.push(libc::iovec {
-                    iov_base: job.frame[skip..].as_ptr() as *mut libc::c_void,
-                    iov_len: job.frame.len() - skip,
+                    iov_base: wire.as_ptr() as *mut libc::c_void,
+                    iov_len: wire.len(),
                 });
             }
             // SAFETY: every iovec points into a live frame owned by self.inflight.
@@ -1049,7 +1303,7 @@ impl Worker {
             }
             let mut n = n as usize;
             while n > 0 && self.sent < self.inflight.len() {
-                let left = self.inflight[self.sent].frame.len() - self.offset;
+                let left = self.inflight[self.sent].wire().len() - self.offset;
                 if n >= left {
                     n -= left;
                     self.sent += 1;
@@ -1068,7 +1322,12 @@ impl Worker {
     }
 
     /// Reads what the pipe holds and completes the jobs whose replies arrived.
-    fn read_frames(&mut self, limit: usize, init_failed: &mut Option<String>) {
+    fn read_frames(
+        &mut self,
+        limit: usize,
+        lanes: Option<&Lanes>,
+        init_failed: &mut Option<String>,
+    ) {
         loop {
             let want = self.frame_need().max(READ_CHUNK);
             if self.rbuf.capacity() - self.rbuf.len() < want.min(READ_CHUNK) {
@@ -1100,7 +1359,7 @@ impl Worker {
             }
             // SAFETY: the kernel initialized n bytes past len.
             unsafe { self.rbuf.set_len(self.rbuf.len() + n as usize) };
-            if !self.parse_frames(limit, init_failed) {
+            if !self.parse_frames(limit, lanes, init_failed) {
                 // A broken stream: kill the worker; its exit settles its jobs.
                 let _ = kill(self.pid, Signal::SIGKILL);
                 self.eof = true;
@@ -1119,7 +1378,12 @@ impl Worker {
     }
 
     /// Completes jobs for every whole frame in the buffer; false on a malformed stream.
-    fn parse_frames(&mut self, limit: usize, init_failed: &mut Option<String>) -> bool {
+    fn parse_frames(
+        &mut self,
+        limit: usize,
+        lanes: Option<&Lanes>,
+        init_failed: &mut Option<String>,
+    ) -> bool {
         let mut pos = 0;
         while self.rbuf.len() - pos >= 4 {
             let b = &self.rbuf[pos..pos + 4];
@@ -1136,16 +1400,41 @@ impl Worker {
                 pos += 4 + len;
                 self.rbuf[pos - 4 - len..pos].to_vec()
             };
-            if frame[4] == TAG_INIT_FAILED {
-                *init_failed = Some(String::from_utf8_lossy(&frame[REPLY_HEADER..]).into_owned());
-                continue;
+            match frame[4] {
+                TAG_INIT_FAILED => {
+                    let msg = String::from_utf8_lossy(&frame[REPLY_HEADER..]);
+                    *init_failed = Some(msg.into_owned());
+                }
+                TAG_REPLY => {
+                    let Some(job) = self.complete_front() else {
+                        return false;
+                    };
+                    (job.done)(JobEnd::Reply(frame, REPLY_HEADER));
+                }
+                TAG_REPLY_LANE if frame.len() == LANE_REPLY_FRAME => {
+                    let (lane, size) = (usize::from(frame[5]), read_u64(&frame[6..14]) as usize);
+                    let expected = self.inflight.front().and_then(|j| j.lane.as_ref());
+                    let (Some(lanes), Some((l, _))) = (lanes, expected) else {
+                        return false;
+                    };
+                    if usize::from(*l) != lane || size > LANE_BYTES {
+                        return false;
+                    }
+                    let mut body = Vec::with_capacity(size);
+                    // SAFETY: the worker wrote `size` bytes to this lane's output area before
+                    // its reply frame, and writes there again only for a job we send later.
+                    unsafe {
+                        let area = lane_area(lanes.base as usize, self.slot, lane, true);
+                        std::ptr::copy_nonoverlapping(area, body.as_mut_ptr(), size);
+                        body.set_len(size);
+                    }
+                    let Some(job) = self.complete_front() else {
+                        return false;
+                    };
+                    (job.done)(JobEnd::Reply(body, 0));
+                }
+                _ => return false,
             }
-            let Some(job) = self.inflight.pop_front() else {
-                return false;
-            };
-            self.inflight_bytes -= job.frame.len();
-            self.sent = self.sent.saturating_sub(1);
-            (job.done)(JobEnd::Reply(frame, REPLY_HEADER));
         }
         if pos > 0 {
             self.rbuf.drain(..pos);

@@ -792,3 +792,46 @@ fn pools_and_handles_cross_threads() {
         );
     }
 }
+
+fn triple(x: i64) -> i64 {
+    x * 3
+}
+
+fn segv_at_777_777(x: i64) -> i64 {
+    if x == 777_777 {
+        raise(libc::SIGSEGV);
+    }
+    x
+}
+
+#[test]
+fn large_chunks_go_through_shared_lanes_and_survive_deaths() {
+    let pool = Pool::new(2).unwrap();
+    // 8 chunks of 75,000 numbers (600 KB each): each goes through a shared-memory lane.
+    let want: Vec<i64> = (0..600_000).map(|x| x * 3).collect();
+    assert_eq!(pool.map(triple, 0..600_000).unwrap(), want);
+    // Postcard-encoded chunks of about 350 KB.
+    let words: Vec<String> = (0..100_000).map(|i| format!("s{i}")).collect();
+    let lens = pool
+        .map_chunksize(|s: String| s.len(), words.clone(), 50_000)
+        .unwrap();
+    assert_eq!(lens, words.iter().map(String::len).collect::<Vec<_>>());
+    // A reply larger than a lane comes back through the pipe.
+    let big = pool.map_chunksize(make_bytes, vec![3 << 20, 5], 1).unwrap();
+    assert_eq!((big[0].len(), big[1].len()), (3 << 20, 5));
+    // A worker dies holding a lane: its chunk fails, the others (requeued ones included) succeed.
+    let got = pool
+        .map_results_chunksize(segv_at_777_777, 0..1_000_000, 100_000)
+        .unwrap();
+    for (i, r) in got.iter().enumerate() {
+        if (700_000..800_000).contains(&i) {
+            assert!(
+                matches!(r, Err(PoolError::WorkerDied { index, death: Death::Signal(11), .. }) if *index == i),
+                "item {i}: {r:?}"
+            );
+        } else {
+            assert_eq!(r, &Ok(i as i64));
+        }
+    }
+    assert_eq!(pool.map(triple, 0..600_000).unwrap(), want);
+}

@@ -1,6 +1,6 @@
 //! Properties: any input, any chunk size, any worker count gives the serial answer.
 
-use hpcbox_pool::{default_chunksize, Pool, PoolError, ThreadPool};
+use hpcbox_pool::{default_chunksize, Death, Pool, PoolError, ThreadPool};
 use proptest::prelude::*;
 
 fn mix(x: i64) -> i64 {
@@ -10,6 +10,45 @@ fn mix(x: i64) -> i64 {
 fn fails_on_multiples_of_7(x: u16) -> u16 {
     assert!(x.rem_euclid(7) > 0, "multiple of 7: {x}");
     x
+}
+
+/// Kills its worker (SIGKILL, as the OOM killer does) on multiples of 5.
+fn dies_on_multiples_of_5(x: u16) -> u16 {
+    if x.rem_euclid(5) == 0 {
+        // SAFETY: raising a signal at ourselves.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    x
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// Every chunk holding an item that kills its worker fails as a whole with the signal;
+    /// every other chunk succeeds; nothing hangs, whatever the chunking.
+    #[test]
+    fn worker_deaths_fail_exactly_their_chunks(items in proptest::collection::vec(0u16..200, 0..40),
+                                               chunksize in 1usize..6) {
+        let pool = Pool::new(2).unwrap();
+        let got: Vec<Result<u16, PoolError>> = pool
+            .imap_chunksize(dies_on_multiples_of_5, items.clone(), chunksize)
+            .unwrap()
+            .collect();
+        prop_assert_eq!(got.len(), items.len());
+        for (c, chunk) in items.chunks(chunksize).enumerate() {
+            let doomed = chunk.iter().any(|x| x.rem_euclid(5) == 0);
+            for (k, x) in chunk.iter().enumerate() {
+                let i = c * chunksize + k;
+                if doomed {
+                    let died = matches!(&got[i], Err(PoolError::WorkerDied { index, death: Death::Signal(9), .. }) if *index == i);
+                    prop_assert!(died, "item {} got {:?}", i, got[i]);
+                } else {
+                    prop_assert_eq!(&got[i], &Ok(*x));
+                }
+            }
+        }
+        prop_assert_eq!(pool.worker_pids().len(), 2);
+    }
 }
 
 proptest! {

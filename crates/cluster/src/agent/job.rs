@@ -195,12 +195,37 @@ async fn kill_leftovers(job_id: &str, marker: &str, session: nix::unistd::Pid) {
 }
 
 /// Appends `text` to the job's file, creating it (mode 0600) if the job never did.
+///
+/// The file is the job owner's to place: a symbolic link there is not followed, so that an
+/// agent running as root never writes through one into a file the owner could not write.
 fn append(path: &Path, text: &str) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(path)?
         .write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_appended_but_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = dir.path().join("job.e1");
+        fs::write(&err, "job output\n").unwrap();
+        append(&err, "=>> PBS: job killed\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(&err).unwrap(),
+            "job output\n=>> PBS: job killed\n"
+        );
+        let link = dir.path().join("link.e1");
+        std::os::unix::fs::symlink(&err, &link).unwrap();
+        assert!(append(&link, "again\n").is_err());
+        assert!(!fs::read_to_string(&err).unwrap().contains("again"));
+    }
 }

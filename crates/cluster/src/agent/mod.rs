@@ -49,6 +49,10 @@ pub const DEFAULT_MOM_PORT: u16 = 15002;
 const RECONNECT_FIRST: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 
+/// How long a write to the server may block before the agent gives up on the connection
+/// (and keeps the report for the next one): jobs must not go unminded behind a stuck server.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How a node agent runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
@@ -130,7 +134,11 @@ pub fn run(config: AgentConfig) -> io::Result<()> {
 
 /// The agent itself: makes this process a child subreaper, then talks to the server, and
 /// reconnects whenever the connection is lost, for as long as the server does not refuse it.
-/// Returns only with the refusal, as an error of kind `PermissionDenied`.
+///
+/// Returns only with an error: the server's refusal (kind `PermissionDenied`), or the failure
+/// to become a subreaper. Dropping the future stops the agent and leaves its jobs running.
+/// The agent reaps every child of this process that [`exec::start`] did not start: run it in a
+/// process of its own.
 pub async fn serve(config: AgentConfig) -> io::Result<()> {
     exec::become_subreaper()?;
     let mut ticker = tokio::time::interval(config.poll_interval);
@@ -206,7 +214,7 @@ impl Agent {
             node: self.config.node.clone(),
             running: self.jobs.iter().map(Job::running_report).collect(),
         };
-        write.write_all(&protocol::encode_line(&hello)?).await?;
+        send(&mut write, &hello).await?;
         loop {
             tokio::select! {
                 line = lines.next_segment() => match line? {
@@ -242,7 +250,7 @@ impl Agent {
     /// Writes the outbox; a report leaves it only once written.
     async fn flush(&mut self, write: &mut OwnedWriteHalf) -> io::Result<()> {
         while let Some(message) = self.outbox.front() {
-            write.write_all(&protocol::encode_line(message)?).await?;
+            send(write, message).await?;
             self.outbox.pop_front();
         }
         Ok(())
@@ -381,6 +389,14 @@ impl Agent {
             index += 1;
         }
     }
+}
+
+/// Writes one message, within [`WRITE_TIMEOUT`].
+async fn send(write: &mut OwnedWriteHalf, message: &AgentMessage) -> io::Result<()> {
+    let line = protocol::encode_line(message)?;
+    tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&line))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the server does not read"))?
 }
 
 /// A failed `fork`/`exec`: retried later when the node is short of processes or memory, as

@@ -30,11 +30,11 @@ impl StartError {
         }
     }
 
-    /// A node-side failure (a file the agent could not write): the job is not at fault and
-    /// goes back to the queue.
+    /// A job file the agent could not make: `JOB_EXEC_FAIL1`, as PBS's mom answers a node
+    /// file or `TMPDIR` it cannot make (resmom/start_exec.c).
     fn node(what: &str, path: &Path, err: io::Error) -> Self {
         StartError::new(
-            JOB_EXEC_RETRY,
+            JOB_EXEC_FAIL1,
             format!("cannot {what} {}: {err}", path.display()),
         )
     }

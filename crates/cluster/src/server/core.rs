@@ -1,5 +1,5 @@
 //! The server's state and every decision it takes, without sockets: requests and agent reports
-//! go in, answers and messages for agents come out. The daemon around it ([`super::run`]) only
+//! go in, answers and messages for agents come out. The daemon around it ([`super::daemon::run`]) only
 //! moves bytes.
 
 use std::collections::BTreeMap;
@@ -12,12 +12,14 @@ use hpcbox_pbs::qsub::Operand;
 use hpcbox_pbs::resource::ResourceDefs;
 use hpcbox_pbs::state::substate;
 use hpcbox_pbs::status::{Attribute, StatusObject};
-use hpcbox_sched::{Decision, Event, JobId as SchedId, JobSpec, NodeSpec, QueueSpec, Resources, Scheduler};
+use hpcbox_sched::{
+    Decision, Event, JobId as SchedId, JobSpec, NodeSpec, QueueSpec, Resources, Scheduler,
+};
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 use super::convert;
-use crate::api::{Action, ApiError, Answer, StatusItem, StatusRequest, SubmitRequest};
+use crate::api::{Action, Answer, ApiError, StatusItem, StatusRequest, SubmitRequest};
 use crate::protocol::{AgentMessage, JobStart, NodeReport, ServerMessage, Usage};
 use crate::store::{ObjectKind, Store, StoreError};
 
@@ -147,9 +149,15 @@ impl Core {
     }
 
     fn install_node(&mut self, name: &str, report: &NodeReport) {
-        let resources = Resources::new(u64::from(report.ncpus), report.mem_kb, u64::from(report.ngpus));
+        let resources = Resources::new(
+            u64::from(report.ncpus),
+            report.mem_kb,
+            u64::from(report.ngpus),
+        );
         if self.sched.node(name).is_none() {
-            let _ = self.sched.apply(Event::AddNode(NodeSpec::new(name, resources)));
+            let _ = self
+                .sched
+                .apply(Event::AddNode(NodeSpec::new(name, resources)));
         }
     }
 
@@ -162,11 +170,19 @@ impl Core {
     // Client requests
 
     /// Queues a job for `user` and returns its id once it is durable.
-    pub fn submit(&mut self, req: &SubmitRequest, user: &str, uid: u32, now: i64) -> Answer<String> {
+    pub fn submit(
+        &mut self,
+        req: &SubmitRequest,
+        user: &str,
+        uid: u32,
+        now: i64,
+    ) -> Answer<String> {
         let queue = req
             .options
             .destination()
-            .map_err(|e| ApiError::with_text(PbsErrno::UnknownQueue.code(), e.to_string().trim_end()))?
+            .map_err(|e| {
+                ApiError::with_text(PbsErrno::UnknownQueue.code(), e.to_string().trim_end())
+            })?
             .queue
             .unwrap_or_else(|| "workq".to_string());
         if !self.queues.contains_key(&queue) {
@@ -263,7 +279,8 @@ impl Core {
                 let was_running = job.run.is_some();
                 if let Some(node) = job.run.as_ref().map(|r| r.node.clone()) {
                     let job_id = job.attrs.name.clone();
-                    self.outbox.push((node, ServerMessage::Kill { job_id, grace: 0 }));
+                    self.outbox
+                        .push((node, ServerMessage::Kill { job_id, grace: 0 }));
                 }
                 let job = self.jobs.get_mut(&seq).expect("job exists");
                 if was_running {
@@ -299,7 +316,11 @@ impl Core {
             .map_err(|e| ApiError::with_text(PbsErrno::BadState.code(), e.to_string()))?;
         job.spec.hold = hold;
         set(&mut job.attrs, "Hold_Types", if hold { "u" } else { "n" });
-        let (state, sub) = if hold { ("H", substate::HELD) } else { ("Q", substate::QUEUED) };
+        let (state, sub) = if hold {
+            ("H", substate::HELD)
+        } else {
+            ("Q", substate::QUEUED)
+        };
         set(&mut job.attrs, "job_state", state);
         set(&mut job.attrs, "substate", sub.to_string());
         set(&mut job.attrs, "mtime", now.to_string());
@@ -445,11 +466,16 @@ impl Core {
 
     fn find(&self, given: &str) -> Answer<&Job> {
         let id: JobId = given.parse().map_err(|_| err(PbsErrno::UnknownJobId))?;
-        let ours = id.server.as_deref().is_none_or(|s| s == self.name || s.starts_with(&format!("{}.", self.name)));
+        let ours = id
+            .server
+            .as_deref()
+            .is_none_or(|s| s == self.name || s.starts_with(&format!("{}.", self.name)));
         if !ours || id.array != ArrayPart::NotArray {
             return Err(err(PbsErrno::UnknownJobId));
         }
-        self.jobs.get(&id.seq).ok_or_else(|| err(PbsErrno::UnknownJobId))
+        self.jobs
+            .get(&id.seq)
+            .ok_or_else(|| err(PbsErrno::UnknownJobId))
     }
 
     /// `given` completed with this server's name when it names none.
@@ -524,7 +550,11 @@ impl Core {
             } => {
                 if let Some(seq) = self.seq_of(&job_id) {
                     let job = self.jobs.get_mut(&seq).expect("job exists");
-                    set(&mut job.attrs, "comment", format!("Job failed to start: {message}"));
+                    set(
+                        &mut job.attrs,
+                        "comment",
+                        format!("Job failed to start: {message}"),
+                    );
                     self.job_ended(seq, exit_status, Usage::default(), now);
                 }
             }
@@ -614,7 +644,10 @@ impl Core {
             .chunks
             .iter()
             .map(|c| {
-                let host = &self.nodes.get(&*c.vnode).map_or(c.vnode.to_string(), |n| n.report.host.clone());
+                let host = &self
+                    .nodes
+                    .get(&*c.vnode)
+                    .map_or(c.vnode.to_string(), |n| n.report.host.clone());
                 let slot = c.cpus.first().copied().unwrap_or(0);
                 match c.resources.ncpus {
                     1 => format!("{host}/{slot}"),
@@ -637,7 +670,10 @@ impl Core {
                     .nodes
                     .get(&*c.vnode)
                     .map_or(c.vnode.to_string(), |n| n.report.host.clone());
-                let procs = mpiprocs.get(i).copied().unwrap_or(u32::from(c.resources.ncpus > 0));
+                let procs = mpiprocs
+                    .get(i)
+                    .copied()
+                    .unwrap_or(u32::from(c.resources.ncpus > 0));
                 (host, procs)
             })
             .collect();
@@ -650,7 +686,11 @@ impl Core {
         set(&mut job.attrs, "exec_vnode", exec_vnode.clone());
         set(&mut job.attrs, "stime", now.to_string());
         set(&mut job.attrs, "mtime", now.to_string());
-        let runs = job.attrs.get("run_count").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+        let runs = job
+            .attrs
+            .get("run_count")
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
         set(&mut job.attrs, "run_count", (runs + 1).to_string());
         if let Some(comment) = job_run_comment(now, &self.tz, &exec_vnode) {
             set(&mut job.attrs, "comment", comment);
@@ -659,9 +699,13 @@ impl Core {
             node: node.clone(),
             started: now,
         });
-        let hosts: Vec<(&str, u32)> = nodefile_hosts.iter().map(|(h, n)| (h.as_str(), *n)).collect();
+        let hosts: Vec<(&str, u32)> = nodefile_hosts
+            .iter()
+            .map(|(h, n)| (h.as_str(), *n))
+            .collect();
         let message = job_start_message(job, first, &hpcbox_pbs::jobenv::nodefile(&hosts));
-        self.outbox.push((node, ServerMessage::Start(Box::new(message))));
+        self.outbox
+            .push((node, ServerMessage::Start(Box::new(message))));
         self.persist(seq);
     }
 
@@ -696,7 +740,11 @@ fn chunk_mpiprocs(attrs: &StatusObject) -> Vec<u32> {
 
 fn set(attrs: &mut StatusObject, name: &str, value: impl Into<String>) {
     let value = value.into();
-    match attrs.attrs.iter_mut().find(|a| a.name == name && a.resource.is_none()) {
+    match attrs
+        .attrs
+        .iter_mut()
+        .find(|a| a.name == name && a.resource.is_none())
+    {
         Some(attr) => attr.value = value,
         None => {
             attrs.attrs.push(Attribute::new(name, value));
@@ -713,7 +761,9 @@ fn set_resource(attrs: &mut StatusObject, name: &str, resource: &str, value: Str
     {
         Some(attr) => attr.value = value,
         None => {
-            attrs.attrs.push(Attribute::with_resource(name, resource, value));
+            attrs
+                .attrs
+                .push(Attribute::with_resource(name, resource, value));
             attrs.sort_attributes(hpcbox_pbs::status::JOB_ATTRIBUTE_ORDER);
         }
     }
@@ -722,9 +772,19 @@ fn set_resource(attrs: &mut StatusObject, name: &str, resource: &str, value: Str
 fn set_usage(attrs: &mut StatusObject, usage: &Usage) {
     let hms = |secs: u64| hpcbox_pbs::duration::Duration::from_secs(secs).to_string();
     set_resource(attrs, "resources_used", "cput", hms(usage.cput));
-    set_resource(attrs, "resources_used", "mem", format!("{}kb", usage.mem_kb));
+    set_resource(
+        attrs,
+        "resources_used",
+        "mem",
+        format!("{}kb", usage.mem_kb),
+    );
     set_resource(attrs, "resources_used", "ncpus", usage.ncpus.to_string());
-    set_resource(attrs, "resources_used", "vmem", format!("{}kb", usage.vmem_kb));
+    set_resource(
+        attrs,
+        "resources_used",
+        "vmem",
+        format!("{}kb", usage.vmem_kb),
+    );
     set_resource(attrs, "resources_used", "walltime", hms(usage.walltime));
 }
 
@@ -838,11 +898,12 @@ fn build_job(
         )
     };
     let attrs = queued_job(&submission, defs, &is_host).map_err(bad_value)?;
-    let resources = req
-        .options
-        .resource_list_with(defs)
-        .map_err(|e| ApiError::with_text(PbsErrno::BadAttributeValue.code(), e.to_string().trim_end()))?;
-    let (select, place) = resources.select_and_place(defs, &is_host).map_err(bad_value)?;
+    let resources = req.options.resource_list_with(defs).map_err(|e| {
+        ApiError::with_text(PbsErrno::BadAttributeValue.code(), e.to_string().trim_end())
+    })?;
+    let (select, place) = resources
+        .select_and_place(defs, &is_host)
+        .map_err(bad_value)?;
     let select = select.with_defaults(&hpcbox_pbs::resource::ResourceList::new());
     let mut spec = JobSpec::new(job_id.seq, convert::chunks(&select));
     spec.queue = queue.to_string();
@@ -857,7 +918,9 @@ fn build_job(
         spec.depend = convert::dependencies(depend);
     }
     let argv = match &req.operand {
-        Operand::Command { program, args } => std::iter::once(program.clone()).chain(args.iter().cloned()).collect(),
+        Operand::Command { program, args } => std::iter::once(program.clone())
+            .chain(args.iter().cloned())
+            .collect(),
         _ => Vec::new(),
     };
     Ok(Job {

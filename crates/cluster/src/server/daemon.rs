@@ -69,7 +69,11 @@ pub async fn run(config: ServerConfig) -> std::io::Result<()> {
     });
     let api = bind(&config.state.socket())?;
     let agents = bind(&agent_socket(&config.state))?;
-    tracing::info!("server {} listening in {}", config.name, config.state.root().display());
+    tracing::info!(
+        "server {} listening in {}",
+        config.name,
+        config.state.root().display()
+    );
     let app = router(shared.clone());
     let api_task = tokio::spawn(async move {
         axum::serve(api, app.into_make_service_with_connect_info::<PeerUid>()).await
@@ -172,11 +176,12 @@ async fn action(
     Json(req): Json<JobAction>,
 ) -> Json<Answer<()>> {
     let user = user_name(uid);
-    let answer = shared
-        .core
-        .lock()
-        .expect("core lock")
-        .act(&req.id, &req.action, &user, uid, now());
+    let answer =
+        shared
+            .core
+            .lock()
+            .expect("core lock")
+            .act(&req.id, &req.action, &user, uid, now());
     shared.wake.notify_one();
     Json(answer)
 }
@@ -246,7 +251,11 @@ async fn serve_agent(stream: UnixStream, shared: Arc<Shared>) {
         return;
     };
     let (node, running) = match decode_line::<AgentMessage>(first.as_bytes()) {
-        Ok(AgentMessage::Hello { token, node, running }) if token == shared.token => (node, running),
+        Ok(AgentMessage::Hello {
+            token,
+            node,
+            running,
+        }) if token == shared.token => (node, running),
         Ok(AgentMessage::Hello { .. }) => {
             refuse(&mut write, "bad token").await;
             return;
@@ -266,12 +275,25 @@ async fn serve_agent(stream: UnixStream, shared: Arc<Shared>) {
     }
     {
         let running: Vec<String> = running.iter().map(|r| r.job_id.clone()).collect();
-        shared.core.lock().expect("core lock").agent_hello(node, &running, now());
-        let backlog = shared.pending.lock().expect("pending lock").remove(&name).unwrap_or_default();
+        shared
+            .core
+            .lock()
+            .expect("core lock")
+            .agent_hello(node, &running, now());
+        let backlog = shared
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&name)
+            .unwrap_or_default();
         for message in backlog {
             let _ = sender.send(message);
         }
-        shared.agents.lock().expect("agents lock").insert(name.clone(), sender);
+        shared
+            .agents
+            .lock()
+            .expect("agents lock")
+            .insert(name.clone(), sender);
     }
     tracing::info!("agent for {name} connected");
     shared.wake.notify_one();
@@ -285,7 +307,11 @@ async fn serve_agent(stream: UnixStream, shared: Arc<Shared>) {
     while let Ok(Some(line)) = lines.next_line().await {
         match decode_line::<AgentMessage>(line.as_bytes()) {
             Ok(message) => {
-                shared.core.lock().expect("core lock").agent_message(message, now());
+                shared
+                    .core
+                    .lock()
+                    .expect("core lock")
+                    .agent_message(message, now());
                 shared.wake.notify_one();
             }
             Err(e) => tracing::warn!("agent {name} sent a malformed message: {e}"),
@@ -293,7 +319,11 @@ async fn serve_agent(stream: UnixStream, shared: Arc<Shared>) {
     }
     writer.abort();
     shared.agents.lock().expect("agents lock").remove(&name);
-    shared.core.lock().expect("core lock").agent_gone(&name, now());
+    shared
+        .core
+        .lock()
+        .expect("core lock")
+        .agent_gone(&name, now());
     tracing::info!("agent for {name} disconnected");
 }
 

@@ -1,0 +1,120 @@
+//! The binary's own verbs, without a cluster: version, check-script, sim, and answering to
+//! PBS's names through a link.
+
+use std::process::{Command, Output};
+
+const HPCBOX: &str = env!("CARGO_BIN_EXE_hpcbox");
+
+fn hpcbox(args: &[&str]) -> Output {
+    Command::new(HPCBOX)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("PBS_DPREFIX")
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn answers_version_and_help() {
+    let out = hpcbox(&["--version"]);
+    assert_eq!(
+        stdout(&out),
+        format!("hpcbox {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let help = stdout(&hpcbox(&["--help"]));
+    for verb in [
+        "up",
+        "down",
+        "status",
+        "qsub",
+        "qstat",
+        "check-script",
+        "sim",
+    ] {
+        assert!(help.contains(verb), "--help lacks {verb}:\n{help}");
+    }
+}
+
+#[test]
+fn check_script_reads_the_lesson_script_as_qsub_does() {
+    let out = hpcbox(&["check-script", "../../examples/lesson/testmpi.pbs"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for line in [
+        "    Job_Name = testmpi\n",
+        "    queue = defaultQ\n",
+        "    Resource_List.ncpus = 4\n",
+        "    Resource_List.mem = 4gb\n",
+        "    Resource_List.select = 4:ncpus=1:mem=1GB\n",
+        "    Resource_List.walltime = 00:10:00\n",
+        "    project = Training\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    let out = hpcbox(&[
+        "check-script",
+        "-N",
+        "renamed",
+        "../../examples/lesson/testmpi.pbs",
+    ]);
+    assert!(stdout(&out).contains("    Job_Name = renamed\n"));
+}
+
+#[test]
+fn check_script_refuses_as_qsub_refuses() {
+    let out = hpcbox(&[
+        "check-script",
+        "-r",
+        "maybe",
+        "../../examples/lesson/testmpi.pbs",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("qsub: illegal -r value\n"));
+    let out = hpcbox(&["check-script", "no-such-script.pbs"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "qsub: script file:: No such file or directory\n"
+    );
+}
+
+#[test]
+fn sim_compares_fifo_and_backfill() {
+    let out = hpcbox(&["sim", "--jobs", "300", "--nodes", "4", "--cpus", "4"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains("FIFO") && text.contains("EASY backfill"),
+        "{text}"
+    );
+    assert!(text.contains("utilization %"), "{text}");
+}
+
+#[test]
+fn answers_to_pbs_names_through_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hpcbox(&["links", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    for name in ["qsub", "qstat", "qdel", "qhold", "qrls", "qsig", "pbsnodes"] {
+        assert!(dir.path().join(name).exists(), "no {name} link");
+    }
+    let out = Command::new(dir.path().join("qsub"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        format!("pbs_version = {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    // Without a server, the commands say so and exit as PBS's do with no server (15034).
+    let out = Command::new(dir.path().join("qstat"))
+        .env("HPCBOX_HOME", dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(15034 & 0xff));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hpcbox up"));
+}
