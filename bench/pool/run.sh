@@ -41,7 +41,7 @@ rows = [
 lines = []
 lines.append("# hpcbox-pool benchmark\n")
 lines.append(f"Run `bench/pool/run.sh {int(rs['pi_samples'])}` on {sh('date -u +%Y-%m-%dT%H:%MZ')}; "
-             "every figure below comes from that one run (maps: best of several repetitions; start/stop: median of many rounds).\n")
+             "every figure below comes from that one run (maps: best of several repetitions; start/stop: median of many rounds; pi: best of two runs each, interleaved).\n")
 lines.append("## Machine\n")
 lines.append("```")
 lines.append(f"nproc: {sh('nproc')}")

@@ -17,17 +17,17 @@ use crate::submission::host_name;
 pub struct UpArgs {
     /// How many virtual nodes to start on this machine.
     #[arg(long, default_value_t = 1)]
-    nodes: u32,
+    pub nodes: u32,
     /// CPUs per node (default: this machine's usable CPUs, shared out over the nodes).
     #[arg(long)]
-    cpus: Option<u32>,
+    pub cpus: Option<u32>,
     /// Memory per node, as PBS writes sizes (`1GB`, `512mb`); default: this machine's memory
     /// shared out over the nodes.
     #[arg(long)]
-    mem: Option<Size>,
+    pub mem: Option<Size>,
     /// Another queue to create beside `workq` (repeatable), e.g. `--queue defaultQ`.
     #[arg(long = "queue")]
-    queues: Vec<String>,
+    pub queues: Vec<String>,
 }
 
 /// `hpcbox server`'s options.
@@ -61,7 +61,8 @@ pub struct AgentArgs {
     cpu_ids: Vec<usize>,
 }
 
-fn state_dir() -> Result<StateDir, String> {
+/// The state directory of this process's environment, with its logs directory made.
+pub fn state_dir() -> Result<StateDir, String> {
     let state =
         StateDir::from_process_env().ok_or("no state directory: set HPCBOX_HOME or HOME")?;
     std::fs::create_dir_all(state.logs())
@@ -224,7 +225,8 @@ pub fn up(args: UpArgs) -> ExitCode {
     }
 }
 
-fn start_cluster(args: &UpArgs) -> Result<String, String> {
+/// Starts what is not yet running of the cluster `args` describes; returns what to tell the user.
+pub fn start_cluster(args: &UpArgs) -> Result<String, String> {
     let state = state_dir()?;
     let client = Client::new(state.socket());
     let running = |daemon: &str| read_pid(&pid_file(&state, daemon)).is_some_and(alive);
@@ -355,11 +357,20 @@ pub fn down() -> ExitCode {
         Ok(state) => state,
         Err(e) => return fail(e),
     };
-    end_jobs(&Client::new(state.socket()));
-    let daemons = daemon_pids(&state);
-    if daemons.is_empty() {
+    if stop_cluster(&state) {
+        println!("hpcbox is down");
+    } else {
         println!("hpcbox is not up in {}", state.root().display());
-        return ExitCode::SUCCESS;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Ends the jobs, then the daemons, of the cluster in `state`; false when none ran.
+pub fn stop_cluster(state: &StateDir) -> bool {
+    end_jobs(&Client::new(state.socket()));
+    let daemons = daemon_pids(state);
+    if daemons.is_empty() {
+        return false;
     }
     for (name, path, pid) in daemons {
         let target = nix::unistd::Pid::from_raw(pid);
@@ -371,8 +382,7 @@ pub fn down() -> ExitCode {
         }
         let _ = std::fs::remove_file(path);
     }
-    println!("hpcbox is down");
-    ExitCode::SUCCESS
+    true
 }
 
 /// Deletes every job not yet finished and waits (up to 30 s) until none runs, so that stopping

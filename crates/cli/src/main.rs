@@ -5,6 +5,7 @@
 
 mod check_script;
 mod cluster;
+mod demo;
 mod mpiexec;
 mod pbs;
 mod sim;
@@ -24,6 +25,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the lesson end to end on a cluster of its own: pi serially, with a pool and with
+    /// ranks, submitted as PBS jobs, with a table of time and speed-up.
+    Demo(demo::DemoArgs),
     /// Start a cluster on this machine: the server and its node agents, in the background.
     Up(cluster::UpArgs),
     /// Stop the cluster that `hpcbox up` started.
@@ -49,6 +53,9 @@ enum Command {
     /// Directives are taken from the top of the script until its first executable line; qsub
     /// options given here override them, as on qsub's command line.
     CheckScript(check_script::Args),
+    /// The lesson's Monte Carlo pi (`--serial`, `--pool N`, or as ranks under mpiexec).
+    #[command(disable_help_flag = true)]
+    Computepi(PbsArgs),
     /// PBS's qsub.
     #[command(disable_help_flag = true)]
     Qsub(PbsArgs),
@@ -87,11 +94,16 @@ fn main() -> ExitCode {
         .and_then(|name| name.to_str())
         .unwrap_or("hpcbox")
         .to_string();
-    if let Some(code) = pbs::run(&called_as, &argv[1.min(argv.len())..]) {
+    let rest = &argv[1.min(argv.len())..];
+    if called_as == "computepi" {
+        return hpcbox_lesson::computepi::main(rest);
+    }
+    if let Some(code) = pbs::run(&called_as, rest) {
         return code;
     }
     let cli = Cli::parse_from(mpiexec::normalize(argv));
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Up(args) => cluster::up(args),
         Command::Down => cluster::down(),
         Command::Status => cluster::status(),
@@ -101,6 +113,7 @@ fn main() -> ExitCode {
         Command::CheckScript(args) => check_script::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Mpiexec(args) => mpiexec::run(args),
+        Command::Computepi(a) => hpcbox_lesson::computepi::main(&a.args),
         Command::Qsub(a) => pbs_command("qsub", &a),
         Command::Qstat(a) => pbs_command("qstat", &a),
         Command::Qdel(a) => pbs_command("qdel", &a),

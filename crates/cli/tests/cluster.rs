@@ -273,3 +273,34 @@ fn a_server_killed_with_sigkill_loses_no_job() {
     }
     cluster.wait_state(&blocker, "F");
 }
+
+#[test]
+fn the_demo_runs_the_lesson_end_to_end() {
+    let out = Command::new(HPCBOX)
+        .args(["demo", "--samples", "20000000"])
+        .env_remove("HPCBOX_HOME")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for expected in [
+        "$ qsub run_pi.pbs",
+        "$ cat out_pi.o",
+        "$ cat out_mpi.o",
+        "speed-up",
+        "hpcbox is down",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}"
+        );
+    }
+    let methods: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("method "))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(methods, ["serial", "pool", "ranks"], "{stdout}");
+}

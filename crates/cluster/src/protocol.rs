@@ -126,7 +126,8 @@ pub struct JobStart {
     pub account: Option<String>,
     /// CPUs of the first chunk on this node (`NCPUS`, `OMP_NUM_THREADS`).
     pub threads: u32,
-    /// CPU ids on this vnode allocated to the job, for pinning.
+    /// The machine's CPU ids the job is pinned to: those of its chunks on this host (empty:
+    /// unpinned).
     pub cpus: Vec<usize>,
     /// The contents of `PBS_NODEFILE`.
     pub nodefile: String,

@@ -12,6 +12,7 @@ use crate::transport::Transport;
 use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Envelope length on the wire.
@@ -117,6 +118,38 @@ pub(crate) struct Backoff {
     spin: Duration,
 }
 
+/// How often a long wait looks whether every other rank has finished.
+const FINISHED_LOOK: Duration = Duration::from_millis(100);
+
+/// Notices, during one idle wait, that every other rank has finished: seen twice, a while
+/// apart and with nothing arriving between, nothing more can come.
+#[derive(Default)]
+struct FinishedWatch {
+    idle_since: Option<Instant>,
+    last_look: Option<Instant>,
+    finished_since: Option<Instant>,
+}
+
+impl FinishedWatch {
+    /// True when the wait can never end; `others_finished` is asked at most every
+    /// FINISHED_LOOK.
+    fn look(&mut self, others_finished: impl FnOnce() -> bool) -> bool {
+        let now = Instant::now();
+        let idle_since = *self.idle_since.get_or_insert(now);
+        let due = self.last_look.is_none_or(|t| now - t >= FINISHED_LOOK);
+        if now - idle_since < FINISHED_LOOK || !due {
+            return false;
+        }
+        self.last_look = Some(now);
+        if !others_finished() {
+            self.finished_since = None;
+            return false;
+        }
+        let since = *self.finished_since.get_or_insert(now);
+        now - since >= FINISHED_LOOK
+    }
+}
+
 /// Yielding lasts this long before the waiter naps.
 const YIELD_FOR: Duration = Duration::from_millis(1);
 /// A nap.
@@ -181,6 +214,8 @@ pub(crate) struct Engine {
     /// bytes (acknowledgements) never land inside that message.
     writing: Option<usize>,
     spin: Duration,
+    /// The rendezvous directory, where each rank leaves `finished-<rank>` when it ends.
+    rendezvous: Option<PathBuf>,
 }
 
 fn write_at(
@@ -287,12 +322,32 @@ impl Engine {
             acks: vec![0; size],
             declined: vec![false; size],
             writing: None,
+            rendezvous: None,
             spin: if size > cores {
                 Duration::ZERO
             } else {
                 Duration::from_micros(100)
             },
         }
+    }
+
+    /// Marks this rank finished in `dir` when the engine ends, and lets long waits notice
+    /// that every other rank has finished, so that such a wait fails instead of hanging.
+    pub(crate) fn watch_peers(&mut self, dir: PathBuf) {
+        self.rendezvous = Some(dir);
+    }
+
+    fn finished_marker(dir: &Path, rank: usize) -> PathBuf {
+        dir.join(format!("finished-{rank}"))
+    }
+
+    /// Whether every other rank has ended its engine (all it sent is then in our streams).
+    fn others_finished(&self) -> bool {
+        self.rendezvous.as_deref().is_some_and(|dir| {
+            (0..self.size)
+                .filter(|&r| r != self.rank)
+                .all(|r| Self::finished_marker(dir, r).exists())
+        })
     }
 
     fn fresh_id(&mut self) -> u64 {
@@ -398,6 +453,8 @@ impl Engine {
     /// a wait that is not satisfied at once would last forever: that is reported instead.
     pub(crate) fn wait_until(&mut self, mut done: impl FnMut(&mut Engine) -> bool) -> Result<()> {
         let mut b = Backoff::new(self.spin);
+        let mut idle: u32 = 0;
+        let mut watch = FinishedWatch::default();
         loop {
             if done(self) {
                 return Ok(());
@@ -409,8 +466,15 @@ impl Engine {
             }
             if self.progress()? {
                 b.reset();
-            } else {
-                b.snooze();
+                idle = 0;
+                watch = FinishedWatch::default();
+                continue;
+            }
+            b.snooze();
+            idle = idle.wrapping_add(1);
+            // Off the fast path: look at the clock only now and then.
+            if idle.is_multiple_of(1024) && watch.look(|| self.others_finished()) {
+                return Err(Error::PeersFinished);
             }
         }
     }
@@ -593,6 +657,9 @@ impl Drop for Engine {
                 Err(_) => break,
             }
         }
+        if let Some(dir) = &self.rendezvous {
+            let _ = std::fs::write(Self::finished_marker(dir, self.rank), b"");
+        }
     }
 }
 
@@ -661,6 +728,28 @@ mod tests {
         assert!(e.peek(other_ctx).is_none());
         let err = e.recv(other_ctx).unwrap_err();
         assert!(err.to_string().contains("deadlock"), "{err}");
+    }
+
+    #[test]
+    fn finished_peers_are_believed_only_after_a_second_look() {
+        let start = Instant::now();
+        let mut w = FinishedWatch::default();
+        while !w.look(|| true) {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Idle for one period, then seen finished twice one period apart.
+        assert!(
+            start.elapsed() >= 2 * FINISHED_LOOK,
+            "{:?}",
+            start.elapsed()
+        );
+        let mut w = FinishedWatch::default();
+        let start = Instant::now();
+        while start.elapsed() < 4 * FINISHED_LOOK {
+            assert!(!w.look(|| false));
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! | `HPCBOX_SHM_RING_BYTES` | capacity of each shared-memory ring, a power of two ≥ 4096 (default: [`default_ring_bytes`]) |
 //!
 //! A process without `HPCBOX_RANK` is a world of one (MPI's singleton init).
+//!
+//! What ranks leave in the rendezvous directory: `inbox-<rank>` (the shared-memory rings
+//! towards that rank), `tcp-<rank>` (its listening address), `finished-<rank>` (it has ended
+//! and sent everything). Whoever creates the directory removes it; the launcher does.
 
 pub use crate::single_copy::SingleCopy;
 use crate::{Error, Result};

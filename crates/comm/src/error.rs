@@ -74,6 +74,9 @@ pub enum Error {
     /// An object could not be encoded or decoded with postcard.
     #[error("object (de)serialization failed: {0}")]
     Serde(#[from] postcard::Error),
+    /// A wait that can never end: every other rank of the world has finished.
+    #[error("deadlock: every other rank has finished, so this wait can never end")]
+    PeersFinished,
     /// A peer closed its connection in the middle of a message.
     #[error("rank {rank} closed its connection in the middle of a message")]
     PeerClosed {

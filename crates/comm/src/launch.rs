@@ -4,8 +4,10 @@
 //! Every rank runs in one new process group, so that killing the group ends the ranks and
 //! whatever they started, and gets SIGKILL should its launcher die (`PR_SET_PDEATHSIG`; tied
 //! to the launching thread, which [`launch_with`] blocks until the world ends). The launcher
-//! creates the rendezvous directory (under `/dev/shm` when it exists) and removes it when the
-//! world is over.
+//! creates the rendezvous directory and removes it when the world is over.
+//!
+//! The rendezvous directory goes in `/dev/shm` when it has room for every rank's inbox, else
+//! in the temporary directory.
 
 use crate::env::{default_ring_bytes, ENV_JOBKEY, ENV_RANK, ENV_RENDEZVOUS, ENV_SIZE};
 use crate::transport::shm::{free_bytes, inbox_len};
@@ -484,11 +486,45 @@ pub fn launch_with(spec: &LaunchSpec, sink: Arc<dyn OutputSink>) -> Result<Launc
     // Caught from before the first spawn: a Ctrl-C while ranks start still reaches them.
     let signals = spec.forward_signals.then(signals::Guard::install);
     let dir = make_rendezvous(&key, spec.np)?;
-    let (done_tx, done_rx) = mpsc::channel();
+    let world = spawn_world(spec, sink, &dir.0, &key)?;
+    let (exits, failure) = supervise(spec, &world, signals.as_ref(), start);
+    drop(signals);
+    drain_output(&world.output_done, spec.np);
+    drop(dir);
+    let status = match &failure {
+        None => 0,
+        Some(Failure::Rank { exit, .. }) => exit.status(),
+        Some(Failure::Timeout { .. }) => TIMEOUT_STATUS,
+    };
+    Ok(LaunchOutcome {
+        status,
+        exits,
+        failure,
+    })
+}
+
+/// The started ranks of one launch.
+struct World {
+    /// Process id of each rank.
+    pids: Vec<i32>,
+    /// Their process group (rank 0's pid).
+    pgid: i32,
+    /// One message per output stream that reached its end.
+    output_done: mpsc::Receiver<()>,
+}
+
+/// Starts every rank with its output forwarded; on a failed start, ends those started.
+fn spawn_world(
+    spec: &LaunchSpec,
+    sink: Arc<dyn OutputSink>,
+    dir: &Path,
+    key: &str,
+) -> Result<World> {
+    let (done_tx, output_done) = mpsc::channel();
     let mut pids = Vec::with_capacity(spec.np);
     let mut pgid = 0;
     for rank in 0..spec.np {
-        let mut child = match spawn_rank(spec, rank, pgid, &dir.0, &key) {
+        let mut child = match spawn_rank(spec, rank, pgid, dir, key) {
             Ok(c) => c,
             Err(source) => {
                 if pgid != 0 {
@@ -519,21 +555,39 @@ pub fn launch_with(spec: &LaunchSpec, sink: Arc<dyn OutputSink>) -> Result<Launc
             feed_stdin(&spec.stdin, input);
         }
     }
-    drop(done_tx);
-    let (ev_tx, ev_rx) = mpsc::channel();
-    reap(pgid, ev_tx);
+    Ok(World {
+        pids,
+        pgid,
+        output_done,
+    })
+}
 
+/// Waits for every rank to end, killing the world on the first failure, on the timeout, or
+/// one grace period after passing on a caught signal. Returns how each rank ended and the
+/// first failure.
+fn supervise(
+    spec: &LaunchSpec,
+    world: &World,
+    signals: Option<&signals::Guard>,
+    start: Instant,
+) -> (Vec<RankExit>, Option<Failure>) {
+    let (ev_tx, ev_rx) = mpsc::channel();
+    reap(world.pgid, ev_tx);
     let mut exits: Vec<Option<RankExit>> = vec![None; spec.np];
     let mut remaining = spec.np;
     let mut failure = None;
     let host = hostname();
     let mut forwarded: Option<Instant> = None;
     let mut killed = false;
+    let kill = |killed: &mut bool| {
+        kill_world(world.pgid);
+        *killed = true;
+    };
     while remaining > 0 {
-        let mut wait: Option<Duration> = None;
-        if let (Some(t), None) = (spec.timeout, &failure) {
-            wait = Some(t.saturating_sub(start.elapsed()));
-        }
+        let mut wait = match (spec.timeout, &failure) {
+            (Some(t), None) => Some(t.saturating_sub(start.elapsed())),
+            _ => None,
+        };
         if signals.is_some() && !killed {
             wait = Some(wait.map_or(SIGNAL_TICK, |w| w.min(SIGNAL_TICK)));
         }
@@ -548,27 +602,23 @@ pub fn launch_with(spec: &LaunchSpec, sink: Arc<dyn OutputSink>) -> Result<Launc
                 Err(_) => break,
             },
         };
-        if let Some(guard) = &signals {
-            if let Some(sig) = guard.take() {
-                let _ = killpg(Pid::from_raw(pgid), sig);
-                forwarded.get_or_insert_with(Instant::now);
-            }
+        if let Some(sig) = signals.and_then(signals::Guard::take) {
+            let _ = killpg(Pid::from_raw(world.pgid), sig);
+            forwarded.get_or_insert_with(Instant::now);
         }
         if forwarded.is_some_and(|t| t.elapsed() > KILL_GRACE) && !killed {
-            kill_world(pgid);
-            killed = true;
+            kill(&mut killed);
         }
         if let (Some(after), None) = (spec.timeout, &failure) {
             if start.elapsed() >= after {
                 failure = Some(Failure::Timeout { after });
-                kill_world(pgid);
-                killed = true;
+                kill(&mut killed);
             }
         }
         let Some((pid, exit)) = event else {
             continue;
         };
-        let Some(rank) = pids.iter().position(|&p| p == pid) else {
+        let Some(rank) = world.pids.iter().position(|&p| p == pid) else {
             continue;
         };
         exits[rank] = Some(exit);
@@ -580,38 +630,30 @@ pub fn launch_with(spec: &LaunchSpec, sink: Arc<dyn OutputSink>) -> Result<Launc
                 exit,
             });
             if remaining > 0 {
-                kill_world(pgid);
-                killed = true;
+                kill(&mut killed);
             }
         }
     }
-    drop(signals);
-    // Output still in the pipes comes after the exits; wait for it, but not for a stray
-    // process outside the group that still holds a pipe open.
-    let drain_until = Instant::now() + Duration::from_secs(2);
-    for _ in 0..2 * spec.np {
-        if done_rx
-            .recv_timeout(drain_until.saturating_duration_since(Instant::now()))
+    // A rank never reaped (the reaper failed) was killed with the world.
+    let exits = exits
+        .into_iter()
+        .map(|e| e.unwrap_or(RankExit::Signaled(Signal::SIGKILL as i32)))
+        .collect();
+    (exits, failure)
+}
+
+/// Output still in the pipes comes after the exits: waits for every stream's end, but not
+/// for a stray process outside the group that still holds a pipe open.
+fn drain_output(output_done: &mpsc::Receiver<()>, np: usize) {
+    let until = Instant::now() + Duration::from_secs(2);
+    for _ in 0..2 * np {
+        if output_done
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
             .is_err()
         {
             break;
         }
     }
-    drop(dir);
-    let exits: Vec<RankExit> = exits
-        .into_iter()
-        .map(|e| e.unwrap_or(RankExit::Signaled(9)))
-        .collect();
-    let status = match &failure {
-        None => 0,
-        Some(Failure::Rank { exit, .. }) => exit.status(),
-        Some(Failure::Timeout { .. }) => TIMEOUT_STATUS,
-    };
-    Ok(LaunchOutcome {
-        status,
-        exits,
-        failure,
-    })
 }
 
 #[cfg(test)]

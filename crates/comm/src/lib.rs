@@ -31,7 +31,8 @@
 //! the [`Request`] trait.
 //!
 //! Failures end the job rather than hang it: the launcher kills every rank when one fails and
-//! reports which ([`launch::Failure`]).
+//! reports which ([`launch::Failure`]), and a rank left waiting after every other rank has
+//! finished gets [`Error::PeersFinished`] instead of waiting forever.
 
 mod collective;
 mod comm;
@@ -89,7 +90,10 @@ pub fn init_with(env: &WorldEnv) -> Result<Communicator> {
         (Some(_), TransportKind::Shm) => env.single_copy,
         _ => env::SingleCopy::Off,
     };
-    let engine = engine::Engine::new(env.rank, env.size, transport, single_copy);
+    let mut engine = engine::Engine::new(env.rank, env.size, transport, single_copy);
+    if let (Some(dir), true) = (&env.rendezvous, env.size > 1) {
+        engine.watch_peers(dir.clone());
+    }
     Ok(Communicator {
         engine: Rc::new(RefCell::new(engine)),
         ctx: 0,

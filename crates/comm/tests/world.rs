@@ -502,6 +502,127 @@ fn body_collectives() -> Res {
     Ok(())
 }
 
+/// Collectives over random shapes (roots, lengths from empty to single-copy size, ops,
+/// ragged parts, colors), all drawn from one seed, so that every rank can compute every
+/// rank's inputs and the serial reference.
+fn body_collectives_random() -> Res {
+    let seed = env_u64("HPCBOX_TEST_SEED");
+    let w = hpcbox_comm::init().map_err(e)?;
+    let (r, n) = (w.rank(), w.size());
+    let ints = |rank: usize, salt: u64, len: usize| -> Vec<i64> {
+        let mut g = Rng::new(salt ^ (rank as u64 + 1).wrapping_mul(0x100_0000_01b3));
+        (0..len).map(|_| (g.next() % 2001) as i64 - 1000).collect()
+    };
+    let floats = |rank: usize, salt: u64, len: usize| -> Vec<f64> {
+        let mut g = Rng::new(salt ^ (rank as u64 + 7).wrapping_mul(0x9e37_79b9));
+        (0..len).map(|_| g.float()).collect()
+    };
+    // The plan: the same draws on every rank.
+    let mut plan = Rng::new(seed);
+    let length = |plan: &mut Rng| match plan.below(6) {
+        0 => 0,
+        1 => 20_000 + plan.below(20_000), // 160 KiB and more: single copy
+        2 => 1 + plan.below(3),
+        _ => plan.below(200),
+    };
+    for round in 0..4 {
+        let root = plan.below(n);
+        let len = length(&mut plan);
+        let salt = plan.next();
+
+        let mut v = if r == root {
+            ints(root, salt, len)
+        } else {
+            vec![5; 3]
+        };
+        w.bcast(root, &mut v).map_err(e)?;
+        check!(
+            v == ints(root, salt, len),
+            "round {round}: bcast from {root}, {len} elements"
+        );
+
+        let op = OPS[plan.below(OPS.len())];
+        let want = (1..n).fold(ints(0, salt ^ 1, len), |acc, s| {
+            acc.iter()
+                .zip(ints(s, salt ^ 1, len))
+                .map(|(&a, b)| apply_i64(op, a, b))
+                .collect()
+        });
+        let got = w.reduce(root, &ints(r, salt ^ 1, len), op).map_err(e)?;
+        check!(
+            got == (r == root).then(|| want.clone()),
+            "round {round}: reduce {op:?} at {root}"
+        );
+        let got = w.allreduce(&ints(r, salt ^ 1, len), op).map_err(e)?;
+        check!(got == want, "round {round}: allreduce {op:?}");
+
+        let all_f: Vec<Vec<f64>> = (0..n).map(|s| floats(s, salt, len)).collect();
+        let got = w.allreduce(&floats(r, salt, len), Op::Sum).map_err(e)?;
+        check!(
+            bits(&got) == bits(&tree_reference(all_f, |a, b| a + b)),
+            "round {round}: float allreduce"
+        );
+
+        let lens: Vec<usize> = (0..n).map(|_| length(&mut plan)).collect();
+        let part = |s: usize| ints(s, salt ^ 2, lens[s]);
+        let parts: Vec<Vec<i64>> = (0..n).map(part).collect();
+        let got = w.gatherv(root, &part(r)).map_err(e)?;
+        check!(
+            got == (r == root).then(|| parts.clone()),
+            "round {round}: gatherv at {root}"
+        );
+        check!(
+            w.allgatherv(&part(r)).map_err(e)? == parts,
+            "round {round}: allgatherv"
+        );
+        let got = w
+            .scatterv(root, (r == root).then_some(parts.as_slice()))
+            .map_err(e)?;
+        check!(got == part(r), "round {round}: scatterv from {root}");
+
+        // alltoallv: rank i sends rank j a vector of length L[i][j].
+        let l: Vec<Vec<usize>> = (0..n)
+            .map(|_| (0..n).map(|_| plan.below(3000)).collect())
+            .collect();
+        let piece = |i: usize, j: usize| ints(i * n + j, salt ^ 3, l[i][j]);
+        let got = w
+            .alltoallv(&(0..n).map(|j| piece(r, j)).collect::<Vec<_>>())
+            .map_err(e)?;
+        check!(
+            got == (0..n).map(|i| piece(i, r)).collect::<Vec<_>>(),
+            "round {round}: alltoallv"
+        );
+
+        // split: random colors (some ranks opt out) and keys.
+        let colors: Vec<Option<u32>> = (0..n)
+            .map(|_| plan.below(4).checked_sub(1).map(|c| c as u32))
+            .collect();
+        let keys: Vec<i32> = (0..n).map(|_| plan.below(5) as i32 - 2).collect();
+        let sub = w.split(colors[r], keys[r]).map_err(e)?;
+        match (colors[r], sub) {
+            (None, None) => {}
+            (Some(c), Some(sub)) => {
+                let mut members: Vec<(i32, usize)> = (0..n)
+                    .filter(|&s| colors[s] == Some(c))
+                    .map(|s| (keys[s], s))
+                    .collect();
+                members.sort_unstable();
+                check!(
+                    sub.size() == members.len() && members[sub.rank()].1 == r,
+                    "round {round}: split"
+                );
+                let total = sub.allreduce(&[r as u64], Op::Sum).map_err(e)?;
+                check!(
+                    total[0] == members.iter().map(|m| m.1 as u64).sum::<u64>(),
+                    "round {round}: sub sum"
+                );
+            }
+            (c, s) => return Err(format!("round {round}: color {c:?} gave {}", s.is_some())),
+        }
+    }
+    w.barrier().map_err(e)
+}
+
 fn body_split() -> Res {
     let w = hpcbox_comm::init().map_err(e)?;
     let (r, n) = (w.rank(), w.size());
@@ -732,6 +853,21 @@ fn body_panic() -> Res {
     w.barrier().map_err(e)
 }
 
+fn body_orphan_wait() -> Res {
+    let w = hpcbox_comm::init().map_err(e)?;
+    if w.rank() != 0 {
+        return Ok(());
+    }
+    // Everybody else has finished without sending: this must fail, not hang.
+    match w.recv::<u8>(ANY_SOURCE, ANY_TAG) {
+        Err(Error::PeersFinished) => {
+            eprintln!("rank 0: {}", Error::PeersFinished);
+            std::process::exit(7)
+        }
+        other => Err(format!("recv gave {other:?}")),
+    }
+}
+
 fn body_sleep() -> Res {
     let w = hpcbox_comm::init().map_err(e)?;
     w.barrier().map_err(e)?;
@@ -754,10 +890,12 @@ fn run_body(name: &str) -> Res {
     match name {
         "pid_sleep" => body_pid_sleep(),
         "sleep" => body_sleep(),
+        "orphan_wait" => body_orphan_wait(),
         "hello" => body_hello(),
         "p2p" => body_p2p(),
         "collectives" => body_collectives(),
         "split" => body_split(),
+        "collectives_random" => body_collectives_random(),
         "traffic" => body_traffic(),
         "exit_early" => body_exit_early(),
         "killed" => body_killed(),
@@ -937,6 +1075,28 @@ fn case_collectives() -> Res {
     Ok(())
 }
 
+fn case_collectives_property() -> Res {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: 12,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&(1usize..=6, any::<u64>(), 0usize..4), |(np, seed, t)| {
+            let (name, mut env) = transports()[t].clone();
+            env.push(("HPCBOX_TEST_SEED", seed.to_string()));
+            let w = world(np, "collectives_random", &env);
+            expect_success(
+                &format!("collectives_random {name} np={np} seed={seed}"),
+                &w,
+            )
+            .map_err(TestCaseError::fail)
+        })
+        .map_err(|x| x.to_string())
+}
+
 fn case_split() -> Res {
     for np in [1, 2, 6, 7] {
         expect_success(&format!("split np={np}"), &world(np, "split", &[]))?;
@@ -998,6 +1158,33 @@ fn case_rank_killed() -> Res {
         check!(
             msg == format!("rank 2 on {} killed by signal 9", hostname()),
             "{name}: {msg}"
+        );
+    }
+    Ok(())
+}
+
+/// A rank waiting for messages from ranks that have all finished gets an error, not a hang.
+fn case_wait_on_finished_ranks() -> Res {
+    for (name, env) in transports() {
+        let t = Instant::now();
+        let w = world(3, "orphan_wait", &env);
+        check!(
+            t.elapsed() < Duration::from_secs(20),
+            "{name}: took {:?}",
+            t.elapsed()
+        );
+        check!(
+            w.outcome.status == 7,
+            "{name}: status {} {:?}",
+            w.outcome.status,
+            w.lines
+        );
+        check!(
+            w.lines
+                .iter()
+                .any(|(r, _, l)| *r == 0 && l.contains("every other rank has finished")),
+            "{name}: {:?}",
+            w.lines
         );
     }
     Ok(())
@@ -1115,16 +1302,18 @@ fn main() {
         return;
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let cases: [(&str, Case); 12] = [
+    let cases: [(&str, Case); 14] = [
         ("hello", case_hello),
         ("hello_example", case_hello_example),
         ("p2p", case_p2p),
         ("collectives", case_collectives),
         ("split", case_split),
+        ("collectives_property", case_collectives_property),
         ("traffic_property", case_traffic_property),
         ("rank_exits_early", case_rank_exits_early),
         ("rank_killed", case_rank_killed),
         ("rank_panics", case_rank_panics),
+        ("wait_on_finished_ranks", case_wait_on_finished_ranks),
         ("interrupt", case_interrupt),
         ("launcher_killed", case_launcher_killed),
         ("no_world_left_behind", case_no_rendezvous_left),

@@ -16,6 +16,8 @@
 //! assert!((estimate(serial, samples) - std::f64::consts::PI).abs() < 0.01);
 //! ```
 
+pub mod computepi;
+
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 

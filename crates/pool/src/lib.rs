@@ -18,7 +18,8 @@
 //!
 //! [`Pool`] has Python's methods: [`map`](Pool::map) (ordered, Python's default chunk size,
 //! [`map_chunksize`](Pool::map_chunksize) to choose it), [`imap`](Pool::imap) (ordered, lazy:
-//! the input is pulled as chunks complete, so memory is bounded),
+//! the input is pulled as chunks complete, so memory is bounded; [`IMap::next_timeout`] is
+//! Python's `next(timeout)`),
 //! [`imap_unordered`](Pool::imap_unordered), [`starmap`](Pool::starmap),
 //! [`apply`](Pool::apply), [`apply_async`](Pool::apply_async), [`map_async`](Pool::map_async)
 //! (an [`AsyncResult`] with `get(timeout)`, `wait`, `ready`, `successful`),
@@ -98,6 +99,12 @@
 //!   if the caller dies, so do they.
 //! - A worker ends with `_exit`: the caller's destructors, `atexit` handlers and test harness
 //!   never run in it. Processes a task itself starts are its own to reap.
+//! - The first process pool wraps the panic hook (once, keeping the previous one for the
+//!   caller): in a worker a panic prints nothing (its message comes back in
+//!   [`PoolError::Panicked`]) and takes none of the default hook's locks, which another thread
+//!   may have held at the fork. A hook set later replaces this one for workers forked after.
+//! - A worker forked while another process pool exists also inherits that pool's pipe ends and
+//!   shared lanes (unused, closed or unmapped when it exits).
 //!
 //! `terminate()` and dropping the pool SIGKILL the workers and reap them with `waitpid`: no
 //! worker process outlives the pool.

@@ -913,10 +913,15 @@ impl<R> IMap<'_, R> {
     }
 }
 
-impl<R> Iterator for IMap<'_, R> {
-    type Item = Result<R, PoolError>;
+impl<R> IMap<'_, R> {
+    /// The next result, waiting at most `timeout` (Python's `next(timeout)`):
+    /// `Some(Err(PoolError::Timeout))` when none came in time (the work goes on, call again),
+    /// `None` at the end.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, PoolError>> {
+        self.next_until(Some(Instant::now() + timeout))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R, PoolError>> {
         loop {
             if let Some(r) = self.ready.pop_front() {
                 if let Some(bar) = &self.bar {
@@ -937,10 +942,29 @@ impl<R> Iterator for IMap<'_, R> {
                 }
                 return None;
             }
-            match recv_spin(&self.rx, self.spin) {
-                Ok(batch) => self.accept(batch),
-                Err(_) => return None,
+            let batch = match deadline {
+                None => recv_spin(&self.rx, self.spin).ok(),
+                Some(d) => match self
+                    .rx
+                    .recv_timeout(d.saturating_duration_since(Instant::now()))
+                {
+                    Ok(batch) => Some(batch),
+                    Err(RecvTimeoutError::Timeout) => return Some(Err(PoolError::Timeout)),
+                    Err(RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            match batch {
+                Some(batch) => self.accept(batch),
+                None => return None,
             }
         }
+    }
+}
+
+impl<R> Iterator for IMap<'_, R> {
+    type Item = Result<R, PoolError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_until(None)
     }
 }

@@ -1,11 +1,13 @@
 //! Process workers: children forked from a supervisor thread, fed chunk frames over pipes.
 //!
-//! Wire format (both directions, native to this machine only):
-//! - parent → child: `u32 len | u8 kind | ...` where kind 0 is a task (`u64 entry | payload`:
-//!   the address of the monomorphized `child_entry` and the postcard-encoded `Vec<T>`) and
-//!   kind 1 asks the child to exit;
-//! - child → parent: `u32 len | u8 tag | payload` where tag 0 is a chunk reply (postcard
-//!   `Reply`) and tag 1 says the initializer panicked (payload: the message, UTF-8).
+//! Wire format (native to this machine only: parent and child are one program):
+//! - parent → child: `u32 len | u8 kind | ...`; kind 0 is a task (`u64 entry | payload`), kind
+//!   1 asks the child to exit, kind 2 is a task whose payload waits in a shared-memory lane
+//!   (`u64 entry | u8 lane | u64 payload length`). `entry` is the address of the monomorphized
+//!   `child_entry`; the payload is a codec byte (0 postcard, 1 raw numbers) and the items.
+//! - child → parent: `u32 len | u8 tag | ...`; tag 0 is a reply (`u8 kind | body`: kind 0 the
+//!   values, codec byte first; kind 1 a postcard `Reply`), tag 1 says the initializer panicked
+//!   (the message, UTF-8), tag 2 a reply left in the lane's output area (`u8 lane | u64 len`).
 //!
 //! Sending a function's address is sound because the child is a fork of this very process:
 //! same binary, same mappings, same addresses.
@@ -45,8 +47,15 @@ pub(crate) const MAX_MESSAGE: usize = (u32::MAX as usize) - 16;
 /// Exit status of a child whose own loop failed (protocol error, broken pipe).
 const CHILD_FAILED: i32 = 120;
 
-/// What the child runs for one task frame: decode, call on each item, encode the reply frame.
-type ChildEntry = fn(&[u8], usize) -> Vec<u8>;
+/// What the child runs for one task: decode, call on each item, encode the reply: into the
+/// lane's output area when one is given and the reply is plain numbers that fit (the length
+/// is returned), else as a reply frame.
+type ChildEntry = fn(&[u8], usize, Option<&mut [u8]>) -> ChildReply;
+
+enum ChildReply {
+    Frame(Vec<u8>),
+    InLane(usize),
+}
 
 /// A chunk reply from a worker.
 #[derive(Serialize, Deserialize)]
@@ -650,7 +659,7 @@ fn decode_reply<R: DeserializeOwned + 'static>(bytes: &[u8], first: usize, len: 
 
 /// Runs in the child for one task frame. `C` is zero-sized and `Copy` (checked where this is
 /// instantiated), so making a value of it out of nothing is the same as copying the caller's.
-fn child_entry<C, T>(payload: &[u8], limit: usize) -> Vec<u8>
+fn child_entry<C, T>(payload: &[u8], limit: usize, lane: Option<&mut [u8]>) -> ChildReply
 where
     C: Callable<T> + Copy,
     T: DeserializeOwned + 'static,
@@ -663,7 +672,18 @@ where
         Err(e) => Reply::Failed(ChunkFailure::DecodeArgs(e)),
         Ok(items) => run_items(call, items),
     };
-    encode_reply(&reply, limit)
+    if let (Some(lane), Reply::AllOk(values), Some(_)) = (lane, &reply, raw_size::<C::Output>()) {
+        let bytes = std::mem::size_of_val(values.as_slice());
+        if 2 + bytes <= lane.len() && 2 + bytes <= limit {
+            lane[0] = REPLY_VALUES;
+            lane[1] = CODEC_RAW;
+            // SAFETY: the values are primitive numbers (raw_size): plain initialized bytes.
+            let raw = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), bytes) };
+            lane[2..2 + bytes].copy_from_slice(raw);
+            return ChildReply::InLane(2 + bytes);
+        }
+    }
+    ChildReply::Frame(encode_reply(&reply, limit))
 }
 
 fn run_items<C: Callable<T>, T>(call: C, items: Vec<T>) -> Reply<C::Output> {
@@ -807,7 +827,11 @@ fn child_loop(setup: &ChildSetup) -> i32 {
         match frame[0] {
             KIND_EXIT => return 0,
             KIND_TASK if len >= 9 => {
-                let reply = entry_at(&frame[1..9])(&frame[9..], setup.limit);
+                let ChildReply::Frame(reply) =
+                    entry_at(&frame[1..9])(&frame[9..], setup.limit, None)
+                else {
+                    return CHILD_FAILED;
+                };
                 if output.write_all(&reply).is_err() {
                     return CHILD_FAILED;
                 }
@@ -824,23 +848,35 @@ fn child_loop(setup: &ChildSetup) -> i32 {
                 // sending this frame, and leaves it alone until our reply.
                 let input =
                     unsafe { std::slice::from_raw_parts(lane_area(base, slot, lane, false), size) };
-                let reply = entry_at(&frame[1..9])(input, setup.limit);
-                let body = &reply[REPLY_HEADER..];
-                let sent = if reply[4] == TAG_REPLY && body.len() <= LANE_BYTES {
-                    // SAFETY: the output area of this lane is ours until the parent reads our
-                    // reply; the body fits in it.
-                    unsafe {
-                        let out = lane_area(base, slot, lane, true);
-                        std::ptr::copy_nonoverlapping(body.as_ptr(), out, body.len());
+                // SAFETY: the output area of this lane is ours until the parent reads our
+                // reply (the parent reads it only after the frame below).
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(lane_area(base, slot, lane, true), LANE_BYTES)
+                };
+                let in_lane = match entry_at(&frame[1..9])(input, setup.limit, Some(&mut *out)) {
+                    ChildReply::InLane(n) => Some(n),
+                    ChildReply::Frame(reply) => {
+                        let body = &reply[REPLY_HEADER..];
+                        if reply[4] == TAG_REPLY && body.len() <= LANE_BYTES {
+                            out[..body.len()].copy_from_slice(body);
+                            Some(body.len())
+                        } else if output.write_all(&reply).is_err() {
+                            return CHILD_FAILED;
+                        } else {
+                            None
+                        }
                     }
-                    let mut small = [0u8; LANE_REPLY_FRAME];
-                    small[0..4].copy_from_slice(&((LANE_REPLY_FRAME - 4) as u32).to_le_bytes());
-                    small[4] = TAG_REPLY_LANE;
-                    small[5] = lane as u8;
-                    small[6..14].copy_from_slice(&(body.len() as u64).to_le_bytes());
-                    output.write_all(&small)
-                } else {
-                    output.write_all(&reply)
+                };
+                let sent = match in_lane {
+                    Some(n) => {
+                        let mut small = [0u8; LANE_REPLY_FRAME];
+                        small[0..4].copy_from_slice(&((LANE_REPLY_FRAME - 4) as u32).to_le_bytes());
+                        small[4] = TAG_REPLY_LANE;
+                        small[5] = lane as u8;
+                        small[6..14].copy_from_slice(&(n as u64).to_le_bytes());
+                        output.write_all(&small)
+                    }
+                    None => Ok(()),
                 };
                 if sent.is_err() {
                     return CHILD_FAILED;

@@ -835,3 +835,19 @@ fn large_chunks_go_through_shared_lanes_and_survive_deaths() {
     }
     assert_eq!(pool.map(triple, 0..600_000).unwrap(), want);
 }
+
+#[test]
+fn imap_next_with_a_timeout() {
+    let (report, release) = (Pipe::new(), Pipe::new());
+    let pool = Pool::new(1).unwrap();
+    let fds = (report.w.as_raw_fd(), release.r.as_raw_fd());
+    let mut it = pool.imap(report_then_block, vec![fds]).unwrap();
+    assert_eq!(
+        it.next_timeout(Duration::from_millis(20)),
+        Some(Err(PoolError::Timeout))
+    );
+    let pid = report.read_u32();
+    release.write_byte();
+    assert_eq!(it.next_timeout(Duration::from_secs(30)), Some(Ok(pid)));
+    assert_eq!(it.next_timeout(Duration::from_millis(1)), None);
+}

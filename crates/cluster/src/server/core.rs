@@ -656,6 +656,7 @@ impl Core {
             })
             .collect::<Vec<_>>()
             .join("+");
+        let cpus = self.machine_cpus(start, &node);
         let mpiprocs = self
             .jobs
             .get(&seq)
@@ -703,10 +704,41 @@ impl Core {
             .iter()
             .map(|(h, n)| (h.as_str(), *n))
             .collect();
-        let message = job_start_message(job, first, &hpcbox_pbs::jobenv::nodefile(&hosts));
+        let mut message = job_start_message(job, first, &hpcbox_pbs::jobenv::nodefile(&hosts));
+        message.cpus = cpus;
         self.outbox
             .push((node, ServerMessage::Start(Box::new(message))));
         self.persist(seq);
+    }
+
+    /// The machine CPU ids of every chunk of `start` on the host of vnode `first` (all its
+    /// ranks start there until remote ranks start through their own agents), for pinning;
+    /// empty when some vnode there is unpinned.
+    fn machine_cpus(&self, start: &hpcbox_sched::Start, first: &str) -> Vec<usize> {
+        let Some(host) = self.nodes.get(first).map(|n| n.report.host.as_str()) else {
+            return Vec::new();
+        };
+        let mut cpus = Vec::new();
+        for chunk in &start.chunks {
+            let Some(node) = self.nodes.get(&*chunk.vnode) else {
+                continue;
+            };
+            if node.report.host != host {
+                continue;
+            }
+            if node.report.cpu_ids.is_empty() {
+                return Vec::new();
+            }
+            for &cpu in &chunk.cpus {
+                if let Some(&id) = node.report.cpu_ids.get(cpu as usize) {
+                    if !cpus.contains(&id) {
+                        cpus.push(id);
+                    }
+                }
+            }
+        }
+        cpus.sort_unstable();
+        cpus
     }
 
     fn persist(&self, seq: u64) {
@@ -830,7 +862,7 @@ fn job_start_message(job: &Job, first: &hpcbox_sched::ChunkPlacement, nodefile: 
         error_path,
         account: get("Account_Name"),
         threads: u32::try_from(first.resources.ncpus).unwrap_or(1).max(1),
-        cpus: first.cpus.iter().map(|&c| c as usize).collect(),
+        cpus: Vec::new(),
         nodefile: nodefile.to_string(),
         walltime_limit: walltime,
         mem_limit_kb: mem_kb,

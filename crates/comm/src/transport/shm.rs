@@ -116,6 +116,18 @@ impl Ring {
         }
     }
 
+    /// Producer: room left, as far as the last seen tail tells. The counters live in memory
+    /// another process writes, so arithmetic never trusts them to be consistent.
+    fn free(&self) -> usize {
+        let used = self.pos.wrapping_sub(self.seen).min(self.cap as u64) as usize;
+        self.cap - used
+    }
+
+    /// Consumer: bytes published and not yet read, as far as the last seen head tells.
+    fn available(&self) -> usize {
+        self.seen.wrapping_sub(self.pos).min(self.cap as u64) as usize
+    }
+
     /// Most bytes moved per call: publishing in pieces lets the consumer copy out one piece
     /// while the producer copies in the next.
     fn chunk(&self) -> usize {
@@ -125,24 +137,24 @@ impl Ring {
     /// Producer: appends as much of `bufs` (concatenated) as fits, up to one chunk.
     pub(crate) fn push(&mut self, bufs: &[&[u8]]) -> usize {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut free = self.cap - (self.pos - self.seen) as usize;
+        let mut free = self.free();
         if free < total {
             // SAFETY: valid counter (Ring::new's contract).
             self.seen = unsafe { (*self.tail).load(Ordering::Acquire) };
-            free = self.cap - (self.pos - self.seen) as usize;
+            free = self.free();
         }
         let free = free.min(self.chunk());
         let mut done = 0;
         for b in bufs {
             let take = b.len().min(free - done);
-            self.copy_in(self.pos + done as u64, &b[..take]);
+            self.copy_in(self.pos.wrapping_add(done as u64), &b[..take]);
             done += take;
             if done == free {
                 break;
             }
         }
         if done > 0 {
-            self.pos += done as u64;
+            self.pos = self.pos.wrapping_add(done as u64);
             // SAFETY: valid counter.
             unsafe { (*self.head).store(self.pos, Ordering::Release) };
         }
@@ -151,16 +163,16 @@ impl Ring {
 
     /// Consumer: moves available bytes into `buf`, up to one chunk.
     pub(crate) fn pop(&mut self, buf: &mut [MaybeUninit<u8>]) -> usize {
-        let mut avail = (self.seen - self.pos) as usize;
+        let mut avail = self.available();
         if avail < buf.len() {
             // SAFETY: valid counter.
             self.seen = unsafe { (*self.head).load(Ordering::Acquire) };
-            avail = (self.seen - self.pos) as usize;
+            avail = self.available();
         }
         let n = avail.min(buf.len()).min(self.chunk());
         if n > 0 {
             self.copy_out(self.pos, &mut buf[..n]);
-            self.pos += n as u64;
+            self.pos = self.pos.wrapping_add(n as u64);
             // SAFETY: valid counter.
             unsafe { (*self.tail).store(self.pos, Ordering::Release) };
         }
