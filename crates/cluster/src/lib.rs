@@ -7,6 +7,7 @@
 //! - [`store`]: the server's durable state in SQLite;
 //! - [`protocol`]: the messages between the server and its node agents;
 //! - [`exec`]: how the agent runs a job's processes and finds every one of them again;
+//! - [`random`]: secrets (the token, job cookies);
 //! - [`usage`]: what a job uses, and when it goes past its limits;
 //! - [`agent`]: the node agent, which runs the jobs the server sends it and reports on them.
 
@@ -16,6 +17,7 @@ pub mod client;
 pub mod exec;
 pub mod home;
 pub mod protocol;
+pub mod random;
 pub mod server;
 pub mod store;
 pub mod usage;

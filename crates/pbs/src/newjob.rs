@@ -251,10 +251,7 @@ fn variable_list(sub: &Submission<'_>) -> String {
     if !vars.iter().any(|(name, _)| name == "PBS_O_HOST") {
         vars.push(("PBS_O_HOST".into(), sub.submit_host.to_string()));
     }
-    vars.iter()
-        .map(|(name, value)| format!("{name}={}", value.replace(',', "\\,")))
-        .collect::<Vec<_>>()
-        .join(",")
+    crate::status::join_variable_list(&vars)
 }
 
 /// `Resource_List`: the requested resources, `select` and `place` as the server completes

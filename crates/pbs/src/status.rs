@@ -124,6 +124,85 @@ impl StatusObject {
     pub fn sort_attributes(&mut self, order: &[&str]) {
         sort_attributes(&mut self.attrs, order);
     }
+
+    /// Sets `name[.resource] = value`: replaces the attribute's value, or adds the attribute
+    /// at its place in `order`.
+    ///
+    /// ```
+    /// use hpcbox_pbs::status::{StatusObject, JOB_ATTRIBUTE_ORDER};
+    /// let mut job = StatusObject::new("1.srv").with("Job_Name", "a").with("queue", "workq");
+    /// job.set("job_state", None, "R", JOB_ATTRIBUTE_ORDER);
+    /// job.set("Job_Name", None, "b", JOB_ATTRIBUTE_ORDER);
+    /// let names: Vec<String> = job.attrs.iter().map(|a| a.full_name()).collect();
+    /// assert_eq!(names, ["Job_Name", "job_state", "queue"]);
+    /// assert_eq!(job.get("Job_Name"), Some("b"));
+    /// ```
+    pub fn set(
+        &mut self,
+        name: &str,
+        resource: Option<&str>,
+        value: impl Into<String>,
+        order: &[&str],
+    ) {
+        let value = value.into();
+        let existing = self
+            .attrs
+            .iter_mut()
+            .find(|a| a.name == name && a.resource.as_deref() == resource);
+        match existing {
+            Some(attr) => attr.value = value,
+            None => {
+                self.attrs.push(match resource {
+                    Some(resource) => Attribute::with_resource(name, resource, value),
+                    None => Attribute::new(name, value),
+                });
+                self.sort_attributes(order);
+            }
+        }
+    }
+}
+
+/// `Variable_List`'s entries: split at commas not escaped by `\` (the `\` is dropped), each at
+/// its first `=` (an entry without one has an empty value); a trailing comma adds no entry.
+///
+/// ```
+/// use hpcbox_pbs::status::{join_variable_list, split_variable_list};
+/// let pairs = split_variable_list("A=1,B=x\\,y=z,C");
+/// assert_eq!(pairs, [("A".into(), "1".into()), ("B".into(), "x,y=z".into()), ("C".into(), String::new())]);
+/// assert_eq!(join_variable_list(&pairs), "A=1,B=x\\,y=z,C=");
+/// ```
+pub fn split_variable_list(value: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut entry = String::new();
+    let mut chars = value.chars().peekable();
+    let mut push = |entry: &mut String| {
+        let text = std::mem::take(entry);
+        let (name, value) = text.split_once('=').unwrap_or((&text, ""));
+        pairs.push((name.to_string(), value.to_string()));
+    };
+    // A final comma ends the list rather than starting an empty entry.
+    let mut open = false;
+    while let Some(ch) = chars.next() {
+        open = ch != ',';
+        match ch {
+            '\\' if chars.peek() == Some(&',') => entry.push(chars.next().unwrap_or(',')),
+            ',' => push(&mut entry),
+            _ => entry.push(ch),
+        }
+    }
+    if open {
+        push(&mut entry);
+    }
+    pairs
+}
+
+/// `Variable_List`'s text for `pairs`: `name=value` joined by commas, commas in values escaped.
+pub fn join_variable_list(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{name}={}", value.replace(',', "\\,")))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Sorts attributes as a PBS server returns them: by the position of their name in `order`

@@ -77,12 +77,55 @@ enum ChunkFailure {
 
 /// How a queued job ended, as the supervisor reports it.
 enum JobEnd {
-    /// The reply frame (payload starts at the offset).
-    Reply(Vec<u8>, usize),
+    /// The reply's body.
+    Reply(ReplyBody),
     /// The worker died while holding the job.
     Died(u32, Death),
     /// The job never ran.
     Cancelled(PoolError),
+}
+
+/// Where a reply's body is: in its frame (from the offset on), or left in a lane.
+enum ReplyBody {
+    Frame(Vec<u8>, usize),
+    Lane(LaneView),
+}
+
+impl ReplyBody {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            ReplyBody::Frame(frame, start) => &frame[*start..],
+            ReplyBody::Lane(view) => view.bytes(),
+        }
+    }
+}
+
+/// A reply left in a lane's output area, read in place by the caller's thread; the lane is
+/// given back (for new jobs) when the view is dropped.
+struct LaneView {
+    lanes: Arc<Lanes>,
+    index: usize,
+    len: usize,
+}
+
+impl LaneView {
+    fn bytes(&self) -> &[u8] {
+        let (slot, lane) = (self.index / LANES, self.index % LANES);
+        // SAFETY: the worker wrote `len` bytes there before its reply; the lane is held (no new
+        // job is given to it) until this view is dropped.
+        unsafe {
+            std::slice::from_raw_parts(
+                lane_area(self.lanes.base as usize, slot, lane, true),
+                self.len,
+            )
+        }
+    }
+}
+
+impl Drop for LaneView {
+    fn drop(&mut self) {
+        self.lanes.held[self.index].store(false, Ordering::Release);
+    }
 }
 
 struct Job {
@@ -146,8 +189,9 @@ impl<T: Send + 'static> RawItems for Slice<T> {
 const LANE_BYTES: usize = 2 << 20;
 /// Smaller messages go through the pipe, which is cheaper for them.
 const LANE_MIN: usize = 32 << 10;
-/// Lanes per worker: each has an input area and an output area.
-const LANES: usize = 2;
+/// Lanes per worker: each has an input area and an output area. Two carry jobs while the
+/// third's reply is being decoded.
+const LANES: usize = 4;
 const KIND_TASK_LANE: u8 = 2;
 const TAG_REPLY_LANE: u8 = 2;
 /// `u32 len | u8 kind | u64 entry | u8 lane | u64 payload length`.
@@ -160,6 +204,8 @@ const LANE_REPLY_FRAME: usize = 4 + 1 + 1 + 8;
 struct Lanes {
     base: *mut u8,
     bytes: usize,
+    /// Per lane (slot × LANES + lane): a reply is still being read from its output area.
+    held: Vec<AtomicBool>,
 }
 
 // SAFETY: the mapping is plain memory; who touches which area is settled by the protocol (one
@@ -186,9 +232,12 @@ impl Lanes {
                 0,
             )
         };
-        (base != libc::MAP_FAILED).then_some(Lanes {
+        (base != libc::MAP_FAILED).then(|| Lanes {
             base: base.cast(),
             bytes,
+            held: (0..workers * LANES)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
         })
     }
 }
@@ -288,7 +337,7 @@ impl Kind for Processes {
             }),
             wake_w,
         });
-        let lanes = Lanes::new(cfg.workers);
+        let lanes = Lanes::new(cfg.workers).map(Arc::new);
         let mut sup = Supervisor {
             shared: shared.clone(),
             wake_r,
@@ -556,8 +605,8 @@ fn decode_end<R: DeserializeOwned + 'static>(
     len: usize,
     out: Option<Arc<OutBuf<R>>>,
 ) -> Chunk<R> {
-    if let (Some(out), JobEnd::Reply(buf, start)) = (&out, &end) {
-        if let Some(raw) = raw_values::<R>(&buf[*start..], len) {
+    if let (Some(out), JobEnd::Reply(body)) = (&out, &end) {
+        if let Some(raw) = raw_values::<R>(body.bytes(), len) {
             // SAFETY: this chunk alone owns positions first..first + len; `raw` holds exactly
             // `len` values of the primitive number type R.
             unsafe { out.write_bytes(first, raw) };
@@ -596,7 +645,7 @@ fn decode_end_owned<R: DeserializeOwned + 'static>(
             pid,
             death,
         }),
-        JobEnd::Reply(buf, start) => decode_reply(&buf[start..], first, len),
+        JobEnd::Reply(body) => decode_reply(body.bytes(), first, len),
     }
 }
 
@@ -931,7 +980,7 @@ struct Supervisor {
     workers: Vec<Worker>,
     pending: VecDeque<Job>,
     last_sweep: Instant,
-    lanes: Option<Lanes>,
+    lanes: Option<Arc<Lanes>>,
 }
 
 /// How often workers are checked with `waitpid` besides their pipe's end of file (which can
@@ -1277,7 +1326,9 @@ impl Worker {
         if !(LANE_MIN..=LANE_BYTES).contains(&size) {
             return None;
         }
-        let lane = self.lane_busy.iter().position(|busy| !busy)?;
+        let lane = (0..LANES).find(|&l| {
+            !self.lane_busy[l] && !lanes.held[self.slot * LANES + l].load(Ordering::Acquire)
+        })?;
         // SAFETY: a free lane's input area is ours (the worker reads it only after the frame
         // below), and the payload fits in it.
         unsafe {
@@ -1361,7 +1412,7 @@ impl Worker {
     fn read_frames(
         &mut self,
         limit: usize,
-        lanes: Option<&Lanes>,
+        lanes: Option<&Arc<Lanes>>,
         init_failed: &mut Option<String>,
     ) {
         loop {
@@ -1417,7 +1468,7 @@ impl Worker {
     fn parse_frames(
         &mut self,
         limit: usize,
-        lanes: Option<&Lanes>,
+        lanes: Option<&Arc<Lanes>>,
         init_failed: &mut Option<String>,
     ) -> bool {
         let mut pos = 0;
@@ -1445,7 +1496,7 @@ impl Worker {
                     let Some(job) = self.complete_front() else {
                         return false;
                     };
-                    (job.done)(JobEnd::Reply(frame, REPLY_HEADER));
+                    (job.done)(JobEnd::Reply(ReplyBody::Frame(frame, REPLY_HEADER)));
                 }
                 TAG_REPLY_LANE if frame.len() == LANE_REPLY_FRAME => {
                     let (lane, size) = (usize::from(frame[5]), read_u64(&frame[6..14]) as usize);
@@ -1456,18 +1507,17 @@ impl Worker {
                     if usize::from(*l) != lane || size > LANE_BYTES {
                         return false;
                     }
-                    let mut body = Vec::with_capacity(size);
-                    // SAFETY: the worker wrote `size` bytes to this lane's output area before
-                    // its reply frame, and writes there again only for a job we send later.
-                    unsafe {
-                        let area = lane_area(lanes.base as usize, self.slot, lane, true);
-                        std::ptr::copy_nonoverlapping(area, body.as_mut_ptr(), size);
-                        body.set_len(size);
-                    }
+                    let index = self.slot * LANES + lane;
+                    lanes.held[index].store(true, Ordering::Release);
+                    let view = LaneView {
+                        lanes: lanes.clone(),
+                        index,
+                        len: size,
+                    };
                     let Some(job) = self.complete_front() else {
                         return false;
                     };
-                    (job.done)(JobEnd::Reply(body, 0));
+                    (job.done)(JobEnd::Reply(ReplyBody::Lane(view)));
                 }
                 _ => return false,
             }

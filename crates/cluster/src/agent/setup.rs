@@ -2,7 +2,7 @@
 //! (script, `PBS_NODEFILE`, `TMPDIR`), its environment and where its output goes.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -279,9 +279,7 @@ fn make_tmpdir(path: &Path, owner: Option<&Credentials>) -> io::Result<()> {
 
 /// `PBS_JOBCOOKIE`: 128 random bits in hex.
 fn cookie() -> io::Result<String> {
-    let mut bytes = [0u8; 16];
-    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::random::random_hex(16)
 }
 
 /// The local file a stream goes to: the host part of `host:/path` dropped, a relative path

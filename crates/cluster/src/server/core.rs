@@ -11,7 +11,7 @@ use hpcbox_pbs::newjob::{queued_job, Submission};
 use hpcbox_pbs::qsub::Operand;
 use hpcbox_pbs::resource::ResourceDefs;
 use hpcbox_pbs::state::substate;
-use hpcbox_pbs::status::{Attribute, StatusObject};
+use hpcbox_pbs::status::{split_variable_list, StatusObject, JOB_ATTRIBUTE_ORDER};
 use hpcbox_sched::{
     Decision, Event, JobId as SchedId, JobSpec, NodeSpec, QueueSpec, Resources, Scheduler,
 };
@@ -770,54 +770,22 @@ fn chunk_mpiprocs(attrs: &StatusObject) -> Vec<u32> {
         .collect()
 }
 
+/// Sets job attribute `name` to `value`, in the server's attribute order.
 fn set(attrs: &mut StatusObject, name: &str, value: impl Into<String>) {
-    let value = value.into();
-    match attrs
-        .attrs
-        .iter_mut()
-        .find(|a| a.name == name && a.resource.is_none())
-    {
-        Some(attr) => attr.value = value,
-        None => {
-            attrs.attrs.push(Attribute::new(name, value));
-            attrs.sort_attributes(hpcbox_pbs::status::JOB_ATTRIBUTE_ORDER);
-        }
-    }
-}
-
-fn set_resource(attrs: &mut StatusObject, name: &str, resource: &str, value: String) {
-    match attrs
-        .attrs
-        .iter_mut()
-        .find(|a| a.name == name && a.resource.as_deref() == Some(resource))
-    {
-        Some(attr) => attr.value = value,
-        None => {
-            attrs
-                .attrs
-                .push(Attribute::with_resource(name, resource, value));
-            attrs.sort_attributes(hpcbox_pbs::status::JOB_ATTRIBUTE_ORDER);
-        }
-    }
+    attrs.set(name, None, value, JOB_ATTRIBUTE_ORDER);
 }
 
 fn set_usage(attrs: &mut StatusObject, usage: &Usage) {
     let hms = |secs: u64| hpcbox_pbs::duration::Duration::from_secs(secs).to_string();
-    set_resource(attrs, "resources_used", "cput", hms(usage.cput));
-    set_resource(
-        attrs,
-        "resources_used",
-        "mem",
-        format!("{}kb", usage.mem_kb),
-    );
-    set_resource(attrs, "resources_used", "ncpus", usage.ncpus.to_string());
-    set_resource(
-        attrs,
-        "resources_used",
-        "vmem",
-        format!("{}kb", usage.vmem_kb),
-    );
-    set_resource(attrs, "resources_used", "walltime", hms(usage.walltime));
+    for (resource, value) in [
+        ("cput", hms(usage.cput)),
+        ("mem", format!("{}kb", usage.mem_kb)),
+        ("ncpus", usage.ncpus.to_string()),
+        ("vmem", format!("{}kb", usage.vmem_kb)),
+        ("walltime", hms(usage.walltime)),
+    ] {
+        attrs.set("resources_used", Some(resource), value, JOB_ATTRIBUTE_ORDER);
+    }
 }
 
 fn end_job(job: &mut Job, sub: u32, now: i64) {
@@ -867,32 +835,6 @@ fn job_start_message(job: &Job, first: &hpcbox_sched::ChunkPlacement, nodefile: 
         walltime_limit: walltime,
         mem_limit_kb: mem_kb,
     }
-}
-
-/// `Variable_List` back into pairs: split on unescaped commas, then at the first `=`.
-fn split_variable_list(value: &str) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    let mut current = String::new();
-    let mut chars = value.chars();
-    let mut push = |entry: &mut String| {
-        if let Some((name, value)) = entry.split_once('=') {
-            pairs.push((name.to_string(), value.to_string()));
-        }
-        entry.clear();
-    };
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(next) = chars.next() {
-                    current.push(next);
-                }
-            }
-            ',' => push(&mut current),
-            _ => current.push(c),
-        }
-    }
-    push(&mut current);
-    pairs
 }
 
 /// The job record for a submission: PBS's attributes and the scheduler's view.
@@ -967,22 +909,4 @@ fn build_job(
         finished: false,
         deleted_by: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn variable_lists_split_on_unescaped_commas() {
-        assert_eq!(
-            split_variable_list("A=1,B=x\\,y,C=a=b"),
-            [
-                ("A".to_string(), "1".to_string()),
-                ("B".to_string(), "x,y".to_string()),
-                ("C".to_string(), "a=b".to_string())
-            ]
-        );
-        assert!(split_variable_list("").is_empty());
-    }
 }

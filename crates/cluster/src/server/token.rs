@@ -1,6 +1,6 @@
 //! The installation's secret: agents and remote clients present it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -11,9 +11,7 @@ pub fn read_or_create(path: &Path) -> std::io::Result<String> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         Err(_) => {}
     }
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crate::random::random_hex(32)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -570,37 +570,12 @@ fn job_object(job: &StatusObject, tz: &TimeZone) -> Json {
 /// ]));
 /// ```
 pub fn variable_list(value: &str) -> Json {
-    let mut members = Vec::new();
-    let mut key = String::new();
-    let mut val: Option<String> = None;
-    let mut chars = value.chars().peekable();
-    let mut pending = !value.is_empty();
-    while let Some(ch) = chars.next() {
-        let ch = if ch == '\\' && chars.peek() == Some(&',') {
-            chars.next().unwrap_or(',')
-        } else if ch == ',' {
-            members.push(entry(&mut key, &mut val));
-            pending = chars.peek().is_some();
-            continue;
-        } else {
-            ch
-        };
-        match &mut val {
-            None if ch == '=' => val = Some(String::new()),
-            None => key.push(ch),
-            Some(v) => v.push(ch),
-        }
-    }
-    if pending {
-        members.push(entry(&mut key, &mut val));
-    }
-    Json::Object(members)
-}
-
-fn entry(key: &mut String, val: &mut Option<String>) -> (String, Json) {
-    let k = std::mem::take(key);
-    let v = val.take().unwrap_or_default();
-    (k, value_of(&v))
+    Json::Object(
+        crate::status::split_variable_list(value)
+            .into_iter()
+            .map(|(name, value)| (name, value_of(&value)))
+            .collect(),
+    )
 }
 
 /// New-style queue restrictions (`[o:PBS_ALL=10]`) that `qstat -Qf -F json` gathers per name.
