@@ -304,3 +304,35 @@ fn the_demo_runs_the_lesson_end_to_end() {
         .collect();
     assert_eq!(methods, ["serial", "pool", "ranks"], "{stdout}");
 }
+
+#[test]
+fn limits_kill_with_pbs_exit_statuses() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "1GB"]);
+    let walltime = cluster.qsub("wall.pbs", "sleep 60\n", &["-l", "walltime=1"]);
+    let memory = cluster.qsub(
+        "mem.pbs",
+        "python3 -c 'import time; x = bytearray(300 << 20); time.sleep(60)'\n",
+        &["-l", "mem=50mb"],
+    );
+    for (id, status, resource) in [(&walltime, "-29", "walltime"), (&memory, "-27", "mem")] {
+        cluster.wait_state(id, "F");
+        assert_eq!(
+            cluster.attr(id, "Exit_status").as_deref(),
+            Some(status),
+            "{id}"
+        );
+        let comment = cluster.attr(id, "comment").unwrap();
+        assert!(
+            comment.ends_with(&format!("and exceeded resource {resource}")),
+            "{comment}"
+        );
+    }
+    let errors = cluster.read(&format!("wall.pbs.e{}", seq(&walltime)));
+    assert!(
+        errors.contains("=>> PBS: job killed: walltime "),
+        "{errors}"
+    );
+    assert!(errors.contains(" exceeded limit 1"), "{errors}");
+    let errors = cluster.read(&format!("mem.pbs.e{}", seq(&memory)));
+    assert!(errors.contains("=>> PBS: job killed: mem "), "{errors}");
+}

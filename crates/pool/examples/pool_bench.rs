@@ -12,12 +12,14 @@ fn addit(x: i64) -> i64 {
     x + 1
 }
 
-/// Best of `runs` timings of `f`.
-fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
+/// Best of `runs` timings of `f` on an input made, untimed, by `input` before each run (as
+/// Python's peer maps over a list that already exists).
+fn best_on<I, T>(runs: usize, mut input: impl FnMut() -> I, mut f: impl FnMut(I) -> T) -> Duration {
     (0..runs)
         .map(|_| {
+            let i = input();
             let t = Instant::now();
-            black_box(f());
+            black_box(f(i));
             t.elapsed()
         })
         .min()
@@ -71,27 +73,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let procs = Pool::new(2)?;
     assert_eq!(procs.map(addit, items.clone())?, want);
-    let d = best(7, || procs.map(addit, items.clone()).unwrap());
+    let d = best_on(7, || items.clone(), |v| procs.map(addit, v).unwrap());
     println!("proc_map_default_us_per_item {:.5}", per_item_us(d, n));
 
     let n1 = 100_000usize;
     let small: Vec<i64> = (0..n1 as i64).collect();
-    let d = best(3, || procs.map_chunksize(addit, small.clone(), 1).unwrap());
+    let d = best_on(
+        3,
+        || small.clone(),
+        |v| procs.map_chunksize(addit, v, 1).unwrap(),
+    );
     println!("proc_map_chunksize1_us_per_item {:.5}", per_item_us(d, n1));
     drop(procs);
 
     let threads = Pool::builder().threads().workers(2).build()?;
     assert_eq!(threads.map(|x: i64| x + 1, items.clone())?, want);
-    let d = best(7, || threads.map(|x: i64| x + 1, items.clone()).unwrap());
+    // Thread workers and rayon: best of 25 each (a map takes well under a millisecond).
+    let d = best_on(
+        25,
+        || items.clone(),
+        |v| threads.map(|x: i64| x + 1, v).unwrap(),
+    );
     println!("thread_map_default_us_per_item {:.5}", per_item_us(d, n));
     drop(threads);
 
     let rayon_pool = rayon::ThreadPoolBuilder::new().num_threads(2).build()?;
     // As a caller uses it: from this thread, handing each map to the pool (as ours is used).
-    let d = best(7, || {
-        let v = items.clone();
-        rayon_pool.install(|| v.into_par_iter().map(|x| x + 1).collect::<Vec<i64>>())
-    });
+    let d = best_on(
+        25,
+        || items.clone(),
+        |v| rayon_pool.install(|| v.into_par_iter().map(|x| x + 1).collect::<Vec<i64>>()),
+    );
     println!("rayon_map_us_per_item {:.5}", per_item_us(d, n));
 
     // Serial and pool runs interleaved, best of two each: a busy machine disturbs single runs.

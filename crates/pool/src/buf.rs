@@ -56,6 +56,20 @@ impl<T> Slice<T> {
         // SAFETY: [next, end) are initialized items owned by this slice alone.
         unsafe { std::slice::from_raw_parts(self.buf.ptr.add(self.next), self.end - self.next) }
     }
+
+    /// The address of the first item not yet moved out.
+    pub(crate) fn as_ptr(&self) -> *const T {
+        // SAFETY: next ≤ end, within the allocation.
+        unsafe { self.buf.ptr.add(self.next) }
+    }
+
+    /// Counts the first `n` items as moved out (the caller read them with `as_ptr`).
+    ///
+    /// # Safety
+    /// `n` must not exceed the items left, and the caller must have taken ownership of them.
+    pub(crate) unsafe fn forget_front(&mut self, n: usize) {
+        self.next += n;
+    }
 }
 
 impl<T> Iterator for Slice<T> {

@@ -1,8 +1,10 @@
 //! The glue between the pool's methods and its two worker kinds: what can be called on an item,
 //! and how a chunk of results comes back.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use crate::buf::{OutBuf, Slice};
 use crate::error::PoolError;
@@ -117,16 +119,93 @@ impl<R> Batch<R> {
     }
 }
 
+/// Where the batches of one operation go. With a [`Countdown`], a caller waiting for all of
+/// them is woken once, by the last, instead of once per chunk.
+#[doc(hidden)]
+pub struct BatchSender<R> {
+    tx: Sender<Batch<R>>,
+    done: Option<Arc<Countdown>>,
+}
+
+impl<R> Clone for BatchSender<R> {
+    fn clone(&self) -> Self {
+        BatchSender {
+            tx: self.tx.clone(),
+            done: self.done.clone(),
+        }
+    }
+}
+
+impl<R> BatchSender<R> {
+    pub(crate) fn new(tx: Sender<Batch<R>>, done: Option<Arc<Countdown>>) -> Self {
+        BatchSender { tx, done }
+    }
+
+    /// Sends a chunk's batch (each chunk sends exactly one).
+    pub(crate) fn send(&self, batch: Batch<R>) {
+        let _ = self.tx.send(batch);
+        if let Some(done) = &self.done {
+            done.count_down();
+        }
+    }
+}
+
+/// Counts the chunks of an operation still to report.
+#[doc(hidden)]
+pub struct Countdown {
+    left: AtomicUsize,
+    finished: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Countdown {
+    pub(crate) fn new(chunks: usize) -> Arc<Self> {
+        Arc::new(Countdown {
+            left: AtomicUsize::new(chunks),
+            finished: Mutex::new(chunks == 0),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn count_down(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Waits until every chunk reported, or the deadline; true when they all did.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
+        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        while !*finished {
+            finished = match deadline {
+                None => self.cv.wait(finished).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let wait = d.saturating_duration_since(Instant::now());
+                    if wait.is_zero() {
+                        return false;
+                    }
+                    self.cv
+                        .wait_timeout(finished, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        true
+    }
+}
+
 /// Sends a chunk's results exactly once; if the job is dropped unrun (a worker thread gone, a
 /// supervisor failure), it reports the chunk as terminated, so no caller ever waits forever.
 pub(crate) struct Reporter<R> {
-    tx: Option<Sender<Batch<R>>>,
+    tx: Option<BatchSender<R>>,
     first: usize,
     len: usize,
 }
 
 impl<R> Reporter<R> {
-    pub(crate) fn new(tx: Sender<Batch<R>>, first: usize, len: usize) -> Self {
+    pub(crate) fn new(tx: BatchSender<R>, first: usize, len: usize) -> Self {
         Reporter {
             tx: Some(tx),
             first,
@@ -136,7 +215,7 @@ impl<R> Reporter<R> {
 
     pub(crate) fn send(mut self, payload: Payload<R>) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Batch {
+            tx.send(Batch {
                 first: self.first,
                 len: self.len,
                 payload,
@@ -148,7 +227,7 @@ impl<R> Reporter<R> {
 impl<R> Drop for Reporter<R> {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Batch::failed(self.first, self.len, |_| {
+            tx.send(Batch::failed(self.first, self.len, |_| {
                 PoolError::Terminated
             }));
         }
@@ -213,7 +292,7 @@ pub trait Runs<C: Callable<T>, T>: Kind {
         items: Slice<T>,
         first: usize,
         cfg: &Config,
-        tx: Sender<Batch<C::Output>>,
+        tx: BatchSender<C::Output>,
         out: Option<Arc<OutBuf<C::Output>>>,
     );
 }

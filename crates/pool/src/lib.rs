@@ -56,9 +56,10 @@
 //! closure that captures nothing (a zero-sized `Copy` type, checked at compile time): there is
 //! no captured state to send. Values travel postcard-encoded, one chunk per frame, over a pair
 //! of pipes per worker, which the supervisor thread writes and reads with `poll`. A chunk of
-//! 32 KiB to 2 MiB (and its reply) goes instead through one of two shared-memory lanes of its
-//! worker (an anonymous shared mapping made before the first fork), and only a 22-byte frame
-//! goes down the pipe: one memory copy instead of two kernel copies and their wakeups.
+//! 32 KiB to 2 MiB (and its reply) goes instead through one of four shared-memory lanes of its
+//! worker (an anonymous shared mapping made before the first fork), and only a short frame
+//! goes down the pipe: the arguments are copied once into the lane, the worker writes its
+//! results there, and the caller reads them from there into the result vector.
 //!
 //! Process workers take what Python's take, as Rust sees it: a `fn` item (`pool.map(addit,
 //! items)`) or a closure that captures nothing (`pool.map(|x: i64| x * 2, items)`). A function

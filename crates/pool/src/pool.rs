@@ -11,7 +11,8 @@ use indicatif::ProgressBar;
 
 use crate::buf::{self, OutBuf};
 use crate::call::{
-    Batch, Callable, Chunk, Config, Engine, Kind, Plain, Processes, Runs, Star, Threads,
+    Batch, BatchSender, Callable, Chunk, Config, Countdown, Engine, Kind, Plain, Processes, Runs,
+    Star, Threads,
 };
 use crate::error::PoolError;
 use crate::process::MAX_MESSAGE;
@@ -222,6 +223,7 @@ impl<K: Kind> Pool<K> {
         items: Vec<T>,
         chunksize: Option<usize>,
         out: Option<Arc<OutBuf<C::Output>>>,
+        wake_once: bool,
     ) -> Result<Submitted<C::Output>, PoolError>
     where
         C: Callable<T>,
@@ -242,6 +244,8 @@ impl<K: Kind> Pool<K> {
         let call = Arc::new(call);
         let slices = buf::split(items, size);
         let chunks = slices.len();
+        let countdown = wake_once.then(|| Countdown::new(chunks));
+        let tx = BatchSender::new(tx, countdown.clone());
         let mut first = 0;
         for slice in slices {
             let len = slice.len();
@@ -256,7 +260,12 @@ impl<K: Kind> Pool<K> {
             );
             first += len;
         }
-        Ok((rx, chunks, n))
+        Ok(Submitted {
+            rx,
+            chunks,
+            items: n,
+            countdown,
+        })
     }
 
     fn bar(&self, len: Option<usize>) -> Option<ProgressBar> {
@@ -279,11 +288,19 @@ impl<K: Kind> Pool<K> {
         K: Runs<C, T>,
     {
         let out = OutBuf::new(items.len());
-        let (rx, chunks, n) = self.submit_all(call, items, chunksize, Some(out.clone()))?;
-        let bar = if progress { self.bar(Some(n)) } else { None };
-        let mut gather = Gather::new(rx, chunks, bar, finish_vec);
-        gather.out = Some((out, n));
+        let bar = if progress {
+            self.bar(Some(items.len()))
+        } else {
+            None
+        };
+        // Without a bar to move, the caller sleeps until the last chunk instead of waking
+        // for each.
+        let wake_once = bar.is_none();
+        let sub = self.submit_all(call, items, chunksize, Some(out.clone()), wake_once)?;
+        let mut gather = Gather::new(sub.rx, sub.chunks, bar, finish_vec);
+        gather.out = Some((out, sub.items));
         gather.spin = self.spin;
+        gather.countdown = sub.countdown;
         Ok(AsyncResult::new(gather))
     }
 
@@ -374,8 +391,13 @@ impl<K: Kind> Pool<K> {
         R: Send + 'static,
     {
         let items: Vec<T> = items.into_iter().collect();
-        let (rx, chunks, n) = self.submit_all(Plain(f), items, chunksize, None)?;
-        let gather = Gather::new(rx, chunks, self.bar(Some(n)), finish_results);
+        let sub = self.submit_all(Plain(f), items, chunksize, None, false)?;
+        let gather = Gather::new(
+            sub.rx,
+            sub.chunks,
+            self.bar(Some(sub.items)),
+            finish_results,
+        );
         AsyncResult::new(gather).get(None)
     }
 
@@ -458,8 +480,10 @@ impl<K: Kind> Pool<K> {
         Plain<F>: Callable<T, Output = R>,
         R: Send + 'static,
     {
-        let (rx, chunks, _) = self.submit_all(Plain(f), vec![arg], Some(1), None)?;
-        Ok(AsyncResult::new(Gather::new(rx, chunks, None, finish_one)))
+        let sub = self.submit_all(Plain(f), vec![arg], Some(1), None, false)?;
+        Ok(AsyncResult::new(Gather::new(
+            sub.rx, sub.chunks, None, finish_one,
+        )))
     }
 
     /// Results in input order, lazily: items are pulled from `items` only as chunks complete
@@ -544,6 +568,7 @@ impl<K: Kind> Pool<K> {
         let (lo, hi) = it.size_hint();
         let bar = self.bar((Some(lo) == hi).then_some(lo));
         let (tx, rx) = channel();
+        let tx = BatchSender::new(tx, None);
         let call = Arc::new(call);
         let engine = self.engine.clone();
         let cfg = self.cfg.clone();
@@ -631,8 +656,14 @@ fn recv_spin<T>(rx: &Receiver<T>, spin: bool) -> Result<T, std::sync::mpsc::Recv
     }
 }
 
-/// The batches of a submitted operation, how many chunks and how many items.
-type Submitted<R> = (Receiver<Batch<R>>, usize, usize);
+/// A submitted operation: where its batches come, how many chunks and items, and the
+/// countdown that wakes its caller once (when asked for).
+struct Submitted<R> {
+    rx: Receiver<Batch<R>>,
+    chunks: usize,
+    items: usize,
+    countdown: Option<Arc<Countdown>>,
+}
 
 /// Turns the chunks of an operation, sorted by first index, into its value.
 type Finish<R, O> =
@@ -656,6 +687,8 @@ struct Gather<R, O> {
     out: Option<(Arc<OutBuf<R>>, usize)>,
     /// Whether to spin before blocking (only when a CPU is left over for it).
     spin: bool,
+    /// When set, wait for it (one wake-up) rather than for each batch.
+    countdown: Option<Arc<Countdown>>,
 }
 
 impl<R, O> Gather<R, O> {
@@ -673,6 +706,7 @@ impl<R, O> Gather<R, O> {
             finish,
             out: None,
             spin: false,
+            countdown: None,
         }
     }
 
@@ -707,6 +741,18 @@ fn drop_written<R>(out: &OutBuf<R>, got: &[(usize, Chunk<R>)]) {
 
 impl<R: Send, O> Collect<O> for Gather<R, O> {
     fn pump(&mut self, deadline: Option<Instant>) -> bool {
+        if let Some(countdown) = &self.countdown {
+            if self.left > 0 && !countdown.wait(deadline) {
+                return false;
+            }
+            // Every chunk sent its batch before counting down: they are all there.
+            while self.left > 0 {
+                match self.rx.try_recv() {
+                    Ok(batch) => self.take(batch),
+                    Err(_) => return false,
+                }
+            }
+        }
         while self.left > 0 {
             let batch = match deadline {
                 None => match recv_spin(&self.rx, self.spin) {

@@ -17,7 +17,6 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::buf::{OutBuf, Slice};
 use crate::call::{
-    Batch, Callable, Chunk, Config, Engine, Kind, Payload, Processes, Reporter, Runs,
+    Batch, BatchSender, Callable, Chunk, Config, Engine, Kind, Payload, Processes, Reporter, Runs,
 };
 use crate::error::{panic_message, Death, PoolError};
 
@@ -190,7 +189,7 @@ const LANE_BYTES: usize = 2 << 20;
 /// Smaller messages go through the pipe, which is cheaper for them.
 const LANE_MIN: usize = 32 << 10;
 /// Lanes per worker: each has an input area and an output area. Two carry jobs while the
-/// third's reply is being decoded.
+/// replies of others are still being read by the caller.
 const LANES: usize = 4;
 const KIND_TASK_LANE: u8 = 2;
 const TAG_REPLY_LANE: u8 = 2;
@@ -446,7 +445,7 @@ where
         items: Slice<T>,
         first: usize,
         cfg: &Config,
-        tx: Sender<Batch<C::Output>>,
+        tx: BatchSender<C::Output>,
         out: Option<Arc<OutBuf<C::Output>>>,
     ) {
         const {
@@ -474,7 +473,7 @@ where
             match encoded {
                 Ok(frame) => (frame, None),
                 Err(err) => {
-                    let _ = tx.send(Batch::failed(first, len, |i| err.at(i)));
+                    tx.send(Batch::failed(first, len, |i| err.at(i)));
                     return;
                 }
             }
@@ -1580,5 +1579,116 @@ fn reap(pid: Pid) -> Death {
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_travel_raw_and_the_rest_by_postcard() {
+        let nums = [1i64, -2, 3];
+        let raw = encode_items(&nums, Vec::new()).unwrap();
+        assert_eq!(raw[0], CODEC_RAW);
+        assert_eq!(raw.len(), 1 + 24);
+        assert_eq!(decode_items::<i64>(&raw).unwrap(), nums);
+        let words = ["a".to_string(), "bc".into()];
+        let enc = encode_items(&words, Vec::new()).unwrap();
+        assert_eq!(enc[0], CODEC_POSTCARD);
+        assert_eq!(decode_items::<String>(&enc).unwrap(), words);
+        assert!(
+            decode_items::<i64>(&[CODEC_RAW, 1, 2, 3]).is_err(),
+            "not a whole number"
+        );
+        assert!(
+            decode_items::<String>(&raw).is_err(),
+            "raw bytes for a postcard type"
+        );
+        assert!(decode_items::<i64>(&[]).is_err());
+        assert!(decode_items::<i64>(&[9]).is_err());
+        assert_eq!(raw_size::<f64>(), Some(8));
+        assert_eq!(raw_size::<bool>(), None, "not every byte is a bool");
+        assert_eq!(raw_size::<(i32, i32)>(), None);
+    }
+
+    #[test]
+    fn replies_decode_per_item() {
+        let ok = encode_reply(&Reply::AllOk(vec![5u32, 6]), 1 << 20);
+        assert_eq!(ok[4], TAG_REPLY);
+        let chunk = decode_reply::<u32>(&ok[REPLY_HEADER..], 10, 2);
+        assert!(matches!(chunk, Chunk::Ok(v) if v == vec![5, 6]));
+        assert_eq!(
+            raw_values::<u32>(&ok[REPLY_HEADER..], 2).map(<[u8]>::len),
+            Some(8)
+        );
+        assert_eq!(raw_values::<u32>(&ok[REPLY_HEADER..], 3), None);
+
+        let mixed = encode_reply(&Reply::Mixed(vec![Ok(1u32), Err("boom".into())]), 1 << 20);
+        let r = decode_reply::<u32>(&mixed[REPLY_HEADER..], 10, 2).into_results();
+        assert_eq!(r[0], Ok(1));
+        assert_eq!(
+            r[1],
+            Err(PoolError::Panicked {
+                index: 11,
+                message: "boom".into()
+            })
+        );
+
+        let wrong_count = decode_reply::<u32>(&ok[REPLY_HEADER..], 0, 3).into_results();
+        assert!(matches!(
+            wrong_count[2],
+            Err(PoolError::Decode { index: 2, .. })
+        ));
+        let garbage = decode_reply::<u32>(&[REPLY_POSTCARD, 200, 1], 0, 1).into_results();
+        assert!(matches!(
+            garbage[0],
+            Err(PoolError::Decode {
+                what: "results",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_reply_over_the_limit_becomes_an_error() {
+        let big = encode_reply(&Reply::AllOk(vec![0u8; 100]), 10);
+        let r = decode_reply::<u8>(&big[REPLY_HEADER..], 0, 100).into_results();
+        assert_eq!(r.len(), 100);
+        assert!(matches!(
+            r[99],
+            Err(PoolError::TooLarge {
+                index: 99,
+                what: "results",
+                limit: 10,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn task_frames_check_the_limit() {
+        let frame = encode_task(7, &[1u8, 2, 3], 100).ok().unwrap();
+        assert_eq!(
+            u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize,
+            frame.len() - 4
+        );
+        assert_eq!(frame[4], KIND_TASK);
+        assert_eq!(read_u64(&frame[5..13]), 7);
+        assert!(matches!(
+            encode_task(7, &[0u8; 50], 10),
+            Err(FrameError::TooLarge(51, 10))
+        ));
+    }
+
+    #[test]
+    fn deaths_are_read_from_wait_statuses() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(death_of(WaitStatus::Exited(pid, 3)), Death::Exit(3));
+        assert_eq!(
+            death_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Death::Signal(9)
+        );
+        assert_eq!(death_of(WaitStatus::StillAlive), Death::Unknown);
     }
 }

@@ -3,12 +3,13 @@
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::buf::{OutBuf, Slice};
-use crate::call::{Batch, Callable, Chunk, Config, Engine, Kind, Payload, Reporter, Runs, Threads};
+use crate::call::{
+    BatchSender, Callable, Chunk, Config, Engine, Kind, Payload, Reporter, Runs, Threads,
+};
 use crate::error::{panic_message, PoolError};
 use crate::spin_until;
 
@@ -224,7 +225,7 @@ where
         items: Slice<T>,
         first: usize,
         _cfg: &Config,
-        tx: Sender<Batch<C::Output>>,
+        tx: BatchSender<C::Output>,
         out: Option<Arc<OutBuf<C::Output>>>,
     ) {
         let call = call.clone();
@@ -307,11 +308,17 @@ fn run_chunk_into<C: Callable<T>, T>(
     out: &OutBuf<C::Output>,
 ) -> Chunk<C::Output> {
     let len = items.len();
-    let mut done = 0usize;
+    let src = items.as_ptr();
+    // Items read (moved out of the slice) and values written; they differ by one after a panic.
+    let (mut taken, mut done) = (0usize, 0usize);
     let run = catch_unwind(AssertUnwindSafe(|| {
         while done < len {
-            for _ in 0..(len - done).min(1024) {
-                let Some(item) = items.next() else { return };
+            let stop = (done + 1024).min(len);
+            // A plain indexed loop, which the compiler can vectorize for simple functions.
+            while done < stop {
+                // SAFETY: item `done` of the slice is initialized and read exactly once.
+                let item = unsafe { src.add(done).read() };
+                taken = done + 1;
                 let value = call.invoke(item);
                 // SAFETY: position first + done belongs to this chunk and is not written yet.
                 unsafe { out.slot(first + done).write(value) };
@@ -322,6 +329,8 @@ fn run_chunk_into<C: Callable<T>, T>(
             }
         }
     }));
+    // SAFETY: exactly the first `taken` items were read out above.
+    unsafe { items.forget_front(taken) };
     if run.is_ok() && done == len {
         return Chunk::Written(len);
     }

@@ -851,3 +851,19 @@ fn imap_next_with_a_timeout() {
     assert_eq!(it.next_timeout(Duration::from_secs(30)), Some(Ok(pid)));
     assert_eq!(it.next_timeout(Duration::from_millis(1)), None);
 }
+
+#[test]
+fn lanes_come_back_when_results_are_dropped_unread() {
+    let pool = Pool::new(1).unwrap();
+    for _ in 0..4 {
+        let r = pool.map_async(triple, 0..600_000).unwrap();
+        drop(r); // replies left in lanes are never read
+    }
+    let unread = pool.map_async(triple, 0..600_000).unwrap();
+    assert!(unread.wait(None));
+    drop(unread);
+    let want: Vec<i64> = (0..600_000).map(|x| x * 3).collect();
+    for _ in 0..3 {
+        assert_eq!(pool.map(triple, 0..600_000).unwrap(), want);
+    }
+}
