@@ -90,8 +90,10 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The sequence number of a job id (`12` of `12.srv` and `12[].srv`).
 fn seq(id: &str) -> &str {
-    id.split('.').next().unwrap()
+    let end = id.find(|c: char| !c.is_ascii_digit()).unwrap_or(id.len());
+    &id[..end]
 }
 
 #[test]
@@ -335,4 +337,34 @@ fn limits_kill_with_pbs_exit_statuses() {
     assert!(errors.contains(" exceeded limit 1"), "{errors}");
     let errors = cluster.read(&format!("mem.pbs.e{}", seq(&memory)));
     assert!(errors.contains("=>> PBS: job killed: mem "), "{errors}");
+}
+
+#[test]
+fn job_arrays_run_every_index_and_qdel_ends_the_rest() {
+    let cluster = Cluster::up(&["--cpus", "2", "--mem", "256mb"]);
+    let script = "#PBS -N arr\necho \"$PBS_ARRAY_INDEX of $PBS_ARRAY_ID as $PBS_JOBID\"\n";
+    let id = cluster.qsub("arr.pbs", script, &["-J", "1-5:2"]);
+    assert!(id.contains("[]."), "{id}");
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("0"));
+    assert_eq!(
+        cluster.attr(&id, "array_state_count").as_deref(),
+        Some("Queued:0 Running:0 Exiting:0 Expired:3 ")
+    );
+    for index in [1, 3, 5] {
+        let sub = id.replacen("[]", &format!("[{index}]"), 1);
+        assert_eq!(cluster.attr(&sub, "job_state").as_deref(), Some("X"));
+        let out = cluster.read(&format!("arr.o{}.{index}", seq(&id)));
+        assert_eq!(out, format!("{index} of {id} as {sub}\n"));
+    }
+    let listed = text(&cluster.run("qstat", &["-x", "-t", &id]).stdout);
+    assert_eq!(listed.lines().count(), 2 + 4, "{listed}");
+    // Deleting an array kills its running subjobs and drops its queued ones.
+    let long = cluster.qsub("long.pbs", "sleep 1000\n", &["-J", "1-10"]);
+    let first = long.replacen("[]", "[1]", 1);
+    cluster.wait_state(&first, "R");
+    assert!(cluster.run("qdel", &[&long]).status.success());
+    cluster.wait_state(&long, "F");
+    cluster.wait_state(&first, "X");
+    assert_eq!(cluster.attr(&first, "Exit_status").as_deref(), Some("271"));
 }

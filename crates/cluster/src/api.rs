@@ -43,6 +43,9 @@ pub struct StatusRequest {
     pub ids: Vec<String>,
     /// Include finished jobs (`qstat -x`).
     pub history: bool,
+    /// Follow each array with its subjobs (`qstat -t`).
+    #[serde(default)]
+    pub subjobs: bool,
 }
 
 /// One answer of `POST /v1/status`: a job, or the error for an id that was asked for.

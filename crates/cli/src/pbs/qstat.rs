@@ -34,6 +34,8 @@ struct Options {
     user: Option<String>,
     queues: bool,
     server: bool,
+    subjobs: bool,
+    arrays_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<(Options, Vec<String>), String> {
@@ -54,6 +56,8 @@ fn parse(args: &[String]) -> Result<(Options, Vec<String>), String> {
             Opt::Flag('a' | 'i' | 'r' | 'G' | 'M', _) => o.alternate = true,
             Opt::Flag('Q', _) => o.queues = true,
             Opt::Flag('B', _) => o.server = true,
+            Opt::Flag('t', _) => o.subjobs = true,
+            Opt::Flag('J', _) => o.arrays_only = true,
             Opt::Flag(_, _) => {}
         }
     }
@@ -116,10 +120,12 @@ pub fn run(args: &[String]) -> i32 {
         );
         return 0;
     }
-    let items = match client.status(&StatusRequest {
+    let request = StatusRequest {
         ids,
         history: options.history,
-    }) {
+        subjobs: options.subjobs,
+    };
+    let items = match client.status(&request) {
         Ok(items) => items,
         Err(err) => return super::unreachable("qstat", &err),
     };
@@ -133,6 +139,9 @@ pub fn run(args: &[String]) -> i32 {
                 exit = errno::exit_code(error.code);
             }
         }
+    }
+    if options.arrays_only {
+        jobs.retain(|job| job.name.contains('['));
     }
     if let Some(user) = &options.user {
         jobs.retain(|job| {

@@ -34,6 +34,7 @@ use hpcbox_pbs::exit::{JOB_EXEC_FAIL2, JOB_EXEC_RETRY};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
+use tokio::signal::unix::Signal;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::exec;
@@ -143,6 +144,8 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
     exec::become_subreaper()?;
     let mut ticker = tokio::time::interval(config.poll_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // A job's end is noticed when its top process exits, not at the next tick.
+    let mut children = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
     let mut agent = Agent {
         config,
         jobs: Vec::new(),
@@ -154,7 +157,7 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
         match UnixStream::connect(&agent.config.server_socket).await {
             Ok(stream) => {
                 backoff = RECONNECT_FIRST;
-                let outcome = agent.converse(stream, &mut ticker).await;
+                let outcome = agent.converse(stream, &mut ticker, &mut children).await;
                 agent.disconnected();
                 match outcome {
                     Ok(()) => tracing::warn!("the server closed the connection"),
@@ -172,7 +175,7 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
                 tracing::debug!(%err, socket = %agent.config.server_socket.display(), "cannot reach the server")
             }
         }
-        agent.idle(backoff, &mut ticker).await;
+        agent.idle(backoff, &mut ticker, &mut children).await;
         backoff = (backoff * 2).min(RECONNECT_MAX);
     }
 }
@@ -206,6 +209,7 @@ impl Agent {
         &mut self,
         stream: UnixStream,
         ticker: &mut Interval,
+        children: &mut Signal,
     ) -> Result<(), Disconnect> {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).split(b'\n');
@@ -222,6 +226,7 @@ impl Agent {
                     None => return Ok(()),
                 },
                 _ = ticker.tick() => self.tick().await,
+                _ = children.recv() => self.reap_ended().await,
             }
             if self.connected {
                 self.flush(&mut write).await?;
@@ -230,12 +235,13 @@ impl Agent {
     }
 
     /// Waits `pause` before the next connection attempt, minding the jobs meanwhile.
-    async fn idle(&mut self, pause: Duration, ticker: &mut Interval) {
+    async fn idle(&mut self, pause: Duration, ticker: &mut Interval, children: &mut Signal) {
         let until = Instant::now() + pause;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return,
                 _ = ticker.tick() => self.tick().await,
+                _ = children.recv() => self.reap_ended().await,
             }
         }
     }
@@ -367,17 +373,9 @@ impl Agent {
     /// Minds every job: reaps orphans, ends the jobs whose top process ended, measures the
     /// rest, enforces their limits and queues their usage reports.
     async fn tick(&mut self) {
-        exec::reap_orphans();
+        self.reap_ended().await;
         let now = std::time::Instant::now();
-        let mut index = 0;
-        while index < self.jobs.len() {
-            let job = &mut self.jobs[index];
-            if let Some(exit_status) = job.exit_status() {
-                let job = self.jobs.swap_remove(index);
-                let report = job.finish(exit_status).await;
-                self.outbox.push_back(report);
-                continue;
-            }
+        for job in &mut self.jobs {
             job.sample(now);
             job.enforce_limits(self.config.kill_delay, now);
             job.escalate(now);
@@ -385,6 +383,20 @@ impl Agent {
                 if self.connected {
                     self.outbox.push_back(report);
                 }
+            }
+        }
+    }
+
+    /// Reaps orphans and ends the jobs whose top process has exited.
+    async fn reap_ended(&mut self) {
+        exec::reap_orphans();
+        let mut index = 0;
+        while index < self.jobs.len() {
+            if let Some(exit_status) = self.jobs[index].exit_status() {
+                let job = self.jobs.swap_remove(index);
+                let report = job.finish(exit_status).await;
+                self.outbox.push_back(report);
+                continue;
             }
             index += 1;
         }

@@ -46,6 +46,104 @@ pub struct Job {
     pub finished: bool,
     /// Who deleted it while it ran, for its comment.
     pub deleted_by: Option<String>,
+    /// An array's subjobs that have started, by index (the others are queued).
+    #[serde(default)]
+    pub subjobs: BTreeMap<u32, SubJob>,
+}
+
+/// A subjob of an array, from its start on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubJob {
+    /// Its attributes (`123[4].server`).
+    pub attrs: StatusObject,
+    /// Where it runs.
+    pub run: Option<Run>,
+    /// Whether it is over.
+    pub finished: bool,
+    /// Who deleted it while it ran.
+    pub deleted_by: Option<String>,
+}
+
+/// What runs: a job, or one subjob of an array, borrowed from its record.
+struct TaskRef<'a> {
+    attrs: &'a mut StatusObject,
+    run: &'a mut Option<Run>,
+    finished: &'a mut bool,
+    deleted_by: &'a mut Option<String>,
+}
+
+impl Job {
+    /// The job itself (`None`) or its started subjob `index`.
+    fn task(&mut self, index: Option<u32>) -> Option<TaskRef<'_>> {
+        match index {
+            None => Some(TaskRef {
+                attrs: &mut self.attrs,
+                run: &mut self.run,
+                finished: &mut self.finished,
+                deleted_by: &mut self.deleted_by,
+            }),
+            Some(i) => self.subjobs.get_mut(&i).map(|sub| TaskRef {
+                attrs: &mut sub.attrs,
+                run: &mut sub.run,
+                finished: &mut sub.finished,
+                deleted_by: &mut sub.deleted_by,
+            }),
+        }
+    }
+
+    /// Whether the job is an array.
+    fn is_array(&self) -> bool {
+        self.spec.array.is_some()
+    }
+
+    /// Subjob `index`'s attributes: started ones as they are, queued ones as they will start.
+    fn subjob_view(&self, index: u32) -> Option<StatusObject> {
+        let range = self.spec.array?;
+        if !range.contains(index) {
+            return None;
+        }
+        Some(match self.subjobs.get(&index) {
+            Some(sub) => sub.attrs.clone(),
+            None => {
+                let mut attrs = subjob_attrs(&self.attrs, index);
+                set(
+                    &mut attrs,
+                    "job_state",
+                    if self.finished { "X" } else { "Q" },
+                );
+                attrs
+            }
+        })
+    }
+}
+
+/// Attributes shared by every subjob of an array: the array's, under the subjob's id, with
+/// `^array_index^` in the output paths replaced and the array-only attributes dropped.
+fn subjob_attrs(array: &StatusObject, index: u32) -> StatusObject {
+    let id = match array.name.parse::<JobId>() {
+        Ok(parent) => parent.subjob(index).to_string(),
+        Err(_) => format!("{}[{index}]", array.name),
+    };
+    let mut attrs = StatusObject::new(id);
+    for attr in &array.attrs {
+        if matches!(
+            attr.name.as_str(),
+            "array"
+                | "array_indices_submitted"
+                | "array_indices_remaining"
+                | "array_state_count"
+                | "max_run_subjobs"
+                | "comment"
+        ) {
+            continue;
+        }
+        let mut attr = attr.clone();
+        attr.value = attr.value.replace("^array_index^", &index.to_string());
+        attrs.attrs.push(attr);
+    }
+    set(&mut attrs, "array_index", index.to_string());
+    set(&mut attrs, "array_id", array.name.clone());
+    attrs
 }
 
 /// Where a started job runs.
@@ -188,18 +286,22 @@ impl Core {
         if !self.queues.contains_key(&queue) {
             return Err(err(PbsErrno::UnknownQueue));
         }
-        if req.options.array.is_some() || req.options.interactive {
+        if req.options.interactive {
             return Err(ApiError::with_text(
                 PbsErrno::NotSupported.code(),
-                "job arrays (-J) and interactive jobs (-I) are not supported by hpcbox yet",
+                "interactive jobs (-I) are not supported by hpcbox yet",
             ));
         }
+        let array = req.options.array.is_some();
         let server = self.name.clone();
         let (defs, nodes) = (&self.defs, &self.nodes);
         let stored = self
             .store
             .submit(|seq| {
-                let job_id = JobId::new(seq, server.as_str());
+                let mut job_id = JobId::new(seq, server.as_str());
+                if array {
+                    job_id.array = ArrayPart::Whole;
+                }
                 build_job(req, &job_id, &queue, user, uid, now, defs, nodes)
             })
             .map_err(|e| ApiError::with_text(PbsErrno::System.code(), e.to_string()))?;
@@ -212,36 +314,58 @@ impl Core {
         Ok(id)
     }
 
-    /// `qstat`: the jobs asked for (all when none), with an error per unknown id.
+    /// `qstat`: the jobs asked for (all when none), with an error per unknown id; with
+    /// `subjobs` (`qstat -t`) an array's subjobs follow it.
     pub fn status(&self, req: &StatusRequest) -> Vec<StatusItem> {
+        let expand = |job: &Job| -> Vec<StatusItem> {
+            let mut items = vec![StatusItem::Job(job.attrs.clone())];
+            if let (true, Some(range)) = (req.subjobs, job.spec.array) {
+                items.extend(
+                    range
+                        .indices()
+                        .filter_map(|i| job.subjob_view(i))
+                        .map(StatusItem::Job),
+                );
+            }
+            items
+        };
         if req.ids.is_empty() {
             return self
                 .jobs
                 .values()
                 .filter(|job| req.history || !job.finished)
-                .map(|job| StatusItem::Job(job.attrs.clone()))
+                .flat_map(expand)
                 .collect();
         }
-        req.ids
-            .iter()
-            .map(|given| match self.find(given) {
-                Err(error) => StatusItem::Error {
+        let mut items = Vec::new();
+        for given in &req.ids {
+            match self.locate(given) {
+                Err(error) => items.push(StatusItem::Error {
                     id: self.full_id(given),
                     error,
-                },
-                Ok(job) if job.finished && !req.history => StatusItem::Error {
-                    id: job.attrs.name.clone(),
+                }),
+                Ok((job, _)) if job.finished && !req.history => items.push(StatusItem::Error {
+                    id: self.full_id(given),
                     error: err(PbsErrno::HistoryJob),
-                },
-                Ok(job) => StatusItem::Job(job.attrs.clone()),
-            })
-            .collect()
+                }),
+                Ok((job, Some(index))) => {
+                    if let Some(view) = job.subjob_view(index) {
+                        items.push(StatusItem::Job(view));
+                    }
+                }
+                Ok((job, None)) => items.extend(expand(job)),
+            }
+        }
+        items
     }
 
     /// `qdel`, `qhold`, `qrls`, `qsig` of one job, on behalf of `user` (`uid` 0 may act on any).
     pub fn act(&mut self, id: &str, action: &Action, user: &str, uid: u32, now: i64) -> Answer<()> {
-        let seq = self.find(id)?.seq;
-        let job = &self.jobs[&seq];
+        let (job, index) = self.locate(id)?;
+        let seq = job.seq;
+        if index.is_some() {
+            return self.act_on_subjob(seq, index, action, user);
+        }
         if job.finished {
             return Err(err(PbsErrno::HistoryJob));
         }
@@ -256,7 +380,56 @@ impl Core {
         }
     }
 
+    /// `qdel` / `qsig` of one subjob; holds apply to whole arrays only, as in PBS.
+    fn act_on_subjob(
+        &mut self,
+        seq: u64,
+        index: Option<u32>,
+        action: &Action,
+        user: &str,
+    ) -> Answer<()> {
+        let job = self.jobs.get_mut(&seq).expect("job exists");
+        let Some(task) = job.task(index) else {
+            return match action {
+                Action::Delete { .. } => {
+                    let id = SchedId { seq, index };
+                    self.sched
+                        .apply(Event::Delete(id))
+                        .map_err(|e| ApiError::with_text(PbsErrno::BadState.code(), e.to_string()))
+                }
+                _ => Err(err(PbsErrno::BadState)),
+            };
+        };
+        if *task.finished {
+            return Err(err(PbsErrno::HistoryJob));
+        }
+        let Some(node) = task.run.as_ref().map(|run| run.node.clone()) else {
+            return Err(err(PbsErrno::BadState));
+        };
+        let job_id = task.attrs.name.clone();
+        let message = match action {
+            Action::Delete { force } => {
+                *task.deleted_by = Some(user.to_string());
+                ServerMessage::Kill {
+                    job_id,
+                    grace: if *force { 0 } else { self.kill_delay },
+                }
+            }
+            Action::Signal { signal } => ServerMessage::Signal {
+                job_id,
+                signal: signal.clone(),
+            },
+            Action::Hold { .. } | Action::Release { .. } => return Err(err(PbsErrno::BadState)),
+        };
+        self.outbox.push((node, message));
+        self.persist(seq);
+        Ok(())
+    }
+
     fn delete(&mut self, seq: u64, user: &str, force: bool, now: i64) -> Answer<()> {
+        if self.jobs[&seq].is_array() {
+            return self.delete_array(seq, user, force, now);
+        }
         let running_on = self.jobs[&seq].run.as_ref().map(|run| run.node.clone());
         match running_on {
             Some(node) if !force => {
@@ -299,6 +472,26 @@ impl Core {
                 Ok(())
             }
         }
+    }
+
+    /// Deletes an array: its queued subjobs go at once, its running ones are killed.
+    fn delete_array(&mut self, seq: u64, user: &str, force: bool, now: i64) -> Answer<()> {
+        let _ = self.sched.apply(Event::Delete(SchedId::job(seq)));
+        let grace = if force { 0 } else { self.kill_delay };
+        let job = self.jobs.get_mut(&seq).expect("job exists");
+        for sub in job.subjobs.values_mut().filter(|sub| !sub.finished) {
+            if let Some(run) = &sub.run {
+                sub.deleted_by = Some(user.to_string());
+                let kill = ServerMessage::Kill {
+                    job_id: sub.attrs.name.clone(),
+                    grace,
+                };
+                self.outbox.push((run.node.clone(), kill));
+            }
+        }
+        end_job(job, substate::TERMINATED, now);
+        self.persist(seq);
+        Ok(())
     }
 
     fn hold(&mut self, seq: u64, hold: bool, now: i64) -> Answer<()> {
@@ -464,18 +657,23 @@ impl Core {
             .with("pbs_version", env!("CARGO_PKG_VERSION"))
     }
 
-    fn find(&self, given: &str) -> Answer<&Job> {
+    /// The job an id names, and the subjob index when it names one subjob.
+    fn locate(&self, given: &str) -> Answer<(&Job, Option<u32>)> {
         let id: JobId = given.parse().map_err(|_| err(PbsErrno::UnknownJobId))?;
         let ours = id
             .server
             .as_deref()
             .is_none_or(|s| s == self.name || s.starts_with(&format!("{}.", self.name)));
-        if !ours || id.array != ArrayPart::NotArray {
-            return Err(err(PbsErrno::UnknownJobId));
-        }
-        self.jobs
+        let job = self
+            .jobs
             .get(&id.seq)
-            .ok_or_else(|| err(PbsErrno::UnknownJobId))
+            .filter(|_| ours)
+            .ok_or_else(|| err(PbsErrno::UnknownJobId))?;
+        match (id.array, job.spec.array) {
+            (ArrayPart::NotArray, None) | (ArrayPart::Whole, Some(_)) => Ok((job, None)),
+            (ArrayPart::Index(i), Some(range)) if range.contains(i) => Ok((job, Some(i))),
+            _ => Err(err(PbsErrno::UnknownJobId)),
+        }
     }
 
     /// `given` completed with this server's name when it names none.
@@ -502,18 +700,25 @@ impl Core {
         };
         let _ = self.store.put_object(ObjectKind::Node, &name, &node);
         self.nodes.insert(name.clone(), node);
-        let lost: Vec<u64> = self
-            .jobs
-            .values()
-            .filter(|job| {
-                !job.finished
-                    && job.run.as_ref().is_some_and(|run| run.node == name)
-                    && !running.contains(&job.attrs.name)
-            })
-            .map(|job| job.seq)
-            .collect();
-        for seq in lost {
-            self.job_ended(seq, hpcbox_pbs::exit::JOB_EXEC_FAIL2, Usage::default(), now);
+        let runs_here = |attrs: &StatusObject, run: &Option<Run>, finished: bool| {
+            !finished
+                && run.as_ref().is_some_and(|run| run.node == name)
+                && !running.contains(&attrs.name)
+        };
+        let mut lost: Vec<(u64, Option<u32>)> = Vec::new();
+        for job in self.jobs.values() {
+            if runs_here(&job.attrs, &job.run, job.finished) {
+                lost.push((job.seq, None));
+            }
+            for (&i, sub) in &job.subjobs {
+                if runs_here(&sub.attrs, &sub.run, sub.finished) {
+                    lost.push((job.seq, Some(i)));
+                }
+            }
+        }
+        for (seq, index) in lost {
+            let status = hpcbox_pbs::exit::JOB_EXEC_FAIL2;
+            self.task_ended(seq, index, status, Usage::default(), now);
         }
     }
 
@@ -527,84 +732,110 @@ impl Core {
         }
     }
 
-    /// A message from the agent of vnode `node`.
+    /// A message from an agent about one of its jobs.
     pub fn agent_message(&mut self, message: AgentMessage, now: i64) {
-        match message {
-            AgentMessage::Hello { .. } => {}
-            AgentMessage::Started { job_id, session } => {
-                if let Some(seq) = self.seq_of(&job_id) {
-                    let job = self.jobs.get_mut(&seq).expect("job exists");
-                    set(&mut job.attrs, "substate", substate::RUNNING.to_string());
-                    set(&mut job.attrs, "session_id", session.to_string());
-                    let _ = self.sched.apply(Event::StartConfirmed {
-                        job: SchedId::job(seq),
-                        at: now.max(0) as u64,
-                    });
-                    self.persist(seq);
-                }
-            }
+        let (job_id, event) = match message {
+            AgentMessage::Hello { .. } => return,
+            AgentMessage::Started { job_id, session } => (job_id, Ok(session)),
             AgentMessage::StartFailed {
                 job_id,
                 exit_status,
                 message,
             } => {
-                if let Some(seq) = self.seq_of(&job_id) {
+                if let Some((seq, index)) = self.running_task(&job_id) {
                     let job = self.jobs.get_mut(&seq).expect("job exists");
-                    set(
-                        &mut job.attrs,
-                        "comment",
-                        format!("Job failed to start: {message}"),
-                    );
-                    self.job_ended(seq, exit_status, Usage::default(), now);
+                    if let Some(task) = job.task(index) {
+                        set(
+                            task.attrs,
+                            "comment",
+                            format!("Job failed to start: {message}"),
+                        );
+                    }
+                    self.task_ended(seq, index, exit_status, Usage::default(), now);
                 }
+                return;
             }
             AgentMessage::Ended {
                 job_id,
                 exit_status,
                 usage,
-            } => {
-                if let Some(seq) = self.seq_of(&job_id) {
-                    self.job_ended(seq, exit_status, usage, now);
+            } => (job_id, Err((Some(exit_status), usage))),
+            AgentMessage::Usage { job_id, usage } => (job_id, Err((None, usage))),
+        };
+        let Some((seq, index)) = self.running_task(&job_id) else {
+            return;
+        };
+        match event {
+            Ok(session) => {
+                let job = self.jobs.get_mut(&seq).expect("job exists");
+                if let Some(task) = job.task(index) {
+                    set(task.attrs, "substate", substate::RUNNING.to_string());
+                    set(task.attrs, "session_id", session.to_string());
                 }
+                let _ = self.sched.apply(Event::StartConfirmed {
+                    job: SchedId { seq, index },
+                    at: now.max(0) as u64,
+                });
+                self.persist(seq);
             }
-            AgentMessage::Usage { job_id, usage } => {
-                if let Some(seq) = self.seq_of(&job_id) {
-                    let job = self.jobs.get_mut(&seq).expect("job exists");
-                    set_usage(&mut job.attrs, &usage);
+            Err((Some(exit_status), usage)) => self.task_ended(seq, index, exit_status, usage, now),
+            Err((None, usage)) => {
+                let job = self.jobs.get_mut(&seq).expect("job exists");
+                if let Some(task) = job.task(index) {
+                    set_usage(task.attrs, &usage);
                 }
             }
         }
     }
 
-    fn seq_of(&self, job_id: &str) -> Option<u64> {
-        let seq = self.find(job_id).ok()?.seq;
-        (!self.jobs[&seq].finished).then_some(seq)
+    /// The job (and subjob) an agent's job id names, if it still runs.
+    fn running_task(&mut self, job_id: &str) -> Option<(u64, Option<u32>)> {
+        let (job, index) = self.locate(job_id).ok()?;
+        let seq = job.seq;
+        let job = self.jobs.get_mut(&seq)?;
+        let task = job.task(index)?;
+        (!*task.finished).then_some((seq, index))
     }
 
-    fn job_ended(&mut self, seq: u64, exit_status: i32, usage: Usage, now: i64) {
+    fn task_ended(
+        &mut self,
+        seq: u64,
+        index: Option<u32>,
+        exit_status: i32,
+        usage: Usage,
+        now: i64,
+    ) {
         let _ = self.sched.apply(Event::Finish {
-            job: SchedId::job(seq),
+            job: SchedId { seq, index },
             exit_status,
         });
         let job = self.jobs.get_mut(&seq).expect("job exists");
-        set_usage(&mut job.attrs, &usage);
-        set(&mut job.attrs, "Exit_status", exit_status.to_string());
-        let end = match job.deleted_by.clone() {
+        let Some(task) = job.task(index) else {
+            return;
+        };
+        set_usage(task.attrs, &usage);
+        set(task.attrs, "Exit_status", exit_status.to_string());
+        let end = match task.deleted_by.clone() {
             Some(by) => JobEnd::Terminated { by: Some(by) },
             None if exit_status == 0 => JobEnd::Finished,
             None => JobEnd::Failed {
                 exit_status: Some(i64::from(exit_status)),
             },
         };
-        if let Some(comment) = finish_comment(job.attrs.get("comment"), &end) {
-            set(&mut job.attrs, "comment", comment);
+        if let Some(comment) = finish_comment(task.attrs.get("comment"), &end) {
+            set(task.attrs, "comment", comment);
         }
         let sub = match end {
             JobEnd::Finished => substate::FINISHED,
             JobEnd::Failed { .. } => substate::FAILED,
             JobEnd::Terminated { .. } => substate::TERMINATED,
         };
-        end_job(job, sub, now);
+        // A subjob that is over shows `X`; a job, `F`.
+        let letter = if index.is_some() { "X" } else { "F" };
+        end_task(task, letter, sub, now);
+        if index.is_some() {
+            refresh_array(job, now);
+        }
         self.persist(seq);
     }
 
@@ -634,7 +865,7 @@ impl Core {
     }
 
     fn start(&mut self, start: &hpcbox_sched::Start, now: i64) {
-        let seq = start.job.seq;
+        let (seq, index) = (start.job.seq, start.job.index);
         let Some(first) = start.chunks.first() else {
             return;
         };
@@ -681,22 +912,36 @@ impl Core {
         let Some(job) = self.jobs.get_mut(&seq) else {
             return;
         };
-        set(&mut job.attrs, "job_state", "R");
-        set(&mut job.attrs, "substate", substate::PRERUN.to_string());
-        set(&mut job.attrs, "exec_host", exec_host);
-        set(&mut job.attrs, "exec_vnode", exec_vnode.clone());
-        set(&mut job.attrs, "stime", now.to_string());
-        set(&mut job.attrs, "mtime", now.to_string());
-        let runs = job
-            .attrs
+        if let Some(i) = index {
+            let sub = SubJob {
+                attrs: subjob_attrs(&job.attrs, i),
+                run: None,
+                finished: false,
+                deleted_by: None,
+            };
+            job.subjobs.insert(i, sub);
+            refresh_array(job, now);
+        }
+        let (owner, script, argv) = (job.owner.clone(), job.script.clone(), job.argv.clone());
+        let Some(task) = job.task(index) else {
+            return;
+        };
+        let attrs = task.attrs;
+        set(attrs, "job_state", "R");
+        set(attrs, "substate", substate::PRERUN.to_string());
+        set(attrs, "exec_host", exec_host);
+        set(attrs, "exec_vnode", exec_vnode.clone());
+        set(attrs, "stime", now.to_string());
+        set(attrs, "mtime", now.to_string());
+        let runs = attrs
             .get("run_count")
             .and_then(|n| n.parse::<u32>().ok())
             .unwrap_or(0);
-        set(&mut job.attrs, "run_count", (runs + 1).to_string());
+        set(attrs, "run_count", (runs + 1).to_string());
         if let Some(comment) = job_run_comment(now, &self.tz, &exec_vnode) {
-            set(&mut job.attrs, "comment", comment);
+            set(attrs, "comment", comment);
         }
-        job.run = Some(Run {
+        *task.run = Some(Run {
             node: node.clone(),
             started: now,
         });
@@ -704,7 +949,10 @@ impl Core {
             .iter()
             .map(|(h, n)| (h.as_str(), *n))
             .collect();
-        let mut message = job_start_message(job, first, &hpcbox_pbs::jobenv::nodefile(&hosts));
+        let mut message = job_start_message(attrs, first, &hpcbox_pbs::jobenv::nodefile(&hosts));
+        message.owner = owner;
+        message.script = script;
+        message.argv = argv;
         message.cpus = cpus;
         self.outbox
             .push((node, ServerMessage::Start(Box::new(message))));
@@ -789,15 +1037,99 @@ fn set_usage(attrs: &mut StatusObject, usage: &Usage) {
 }
 
 fn end_job(job: &mut Job, sub: u32, now: i64) {
-    set(&mut job.attrs, "job_state", "F");
-    set(&mut job.attrs, "substate", sub.to_string());
-    set(&mut job.attrs, "mtime", now.to_string());
-    set(&mut job.attrs, "obittime", now.to_string());
-    job.finished = true;
+    if let Some(task) = job.task(None) {
+        end_task(task, "F", sub, now);
+    }
 }
 
-fn job_start_message(job: &Job, first: &hpcbox_sched::ChunkPlacement, nodefile: &str) -> JobStart {
-    let attrs = &job.attrs;
+fn end_task(task: TaskRef<'_>, letter: &str, sub: u32, now: i64) {
+    set(task.attrs, "job_state", letter);
+    set(task.attrs, "substate", sub.to_string());
+    set(task.attrs, "mtime", now.to_string());
+    set(task.attrs, "obittime", now.to_string());
+    *task.finished = true;
+}
+
+/// Brings an array's own attributes up to date with its subjobs: `array_state_count`,
+/// `array_indices_remaining`, its state (`B` once a subjob started, `F` when all are over)
+/// and, at the end, its exit status (0 when every subjob exited 0, else 1).
+fn refresh_array(job: &mut Job, now: i64) {
+    let Some(range) = job.spec.array else {
+        return;
+    };
+    let total = range.len() as usize;
+    let expired = job.subjobs.values().filter(|s| s.finished).count();
+    let running = job.subjobs.len() - expired;
+    let queued = total.saturating_sub(job.subjobs.len());
+    set(
+        &mut job.attrs,
+        "array_state_count",
+        format!("Queued:{queued} Running:{running} Exiting:0 Expired:{expired} "),
+    );
+    let remaining: Vec<u32> = range
+        .indices()
+        .filter(|i| !job.subjobs.contains_key(i))
+        .collect();
+    set(
+        &mut job.attrs,
+        "array_indices_remaining",
+        index_ranges(&remaining, range.step),
+    );
+    if job.finished {
+        return;
+    }
+    if expired == total {
+        let failed = job
+            .subjobs
+            .values()
+            .any(|s| s.attrs.get("Exit_status") != Some("0"));
+        set(
+            &mut job.attrs,
+            "Exit_status",
+            if failed { "1" } else { "0" },
+        );
+        let sub = if failed {
+            substate::FAILED
+        } else {
+            substate::FINISHED
+        };
+        end_job(job, sub, now);
+    } else {
+        set(&mut job.attrs, "job_state", "B");
+        set(&mut job.attrs, "substate", substate::BEGUN.to_string());
+    }
+}
+
+/// Indices as PBS writes a range list: runs of `step`-spaced indices as `a-b:step` (`a-b` when
+/// the step is 1), single ones alone, joined by commas; `-` when there are none.
+fn index_ranges(indices: &[u32], step: u32) -> String {
+    if indices.is_empty() {
+        return "-".to_string();
+    }
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for i in 1..=indices.len() {
+        let run_ends = i == indices.len() || indices[i] != indices[i - 1] + step;
+        if run_ends {
+            let (a, b) = (indices[start], indices[i - 1]);
+            parts.push(match (a == b, step) {
+                (true, _) => a.to_string(),
+                (false, 1) => format!("{a}-{b}"),
+                (false, s) => format!("{a}-{b}:{s}"),
+            });
+            start = i;
+        }
+    }
+    parts.join(",")
+}
+
+/// What an agent needs to run the job (or subjob) whose attributes are `attrs`; the caller
+/// adds the owner, the script and the pinned CPUs.
+fn job_start_message(
+    attrs: &StatusObject,
+    first: &hpcbox_sched::ChunkPlacement,
+    nodefile: &str,
+) -> JobStart {
     let get = |name: &str| attrs.get(name).map(str::to_string);
     let join = attrs.get("Join_Path").unwrap_or("n");
     let (output_path, error_path) = match join {
@@ -821,9 +1153,9 @@ fn job_start_message(job: &Job, first: &hpcbox_sched::ChunkPlacement, nodefile: 
         job_id: attrs.name.clone(),
         job_name: get("Job_Name").unwrap_or_default(),
         queue: get("queue").unwrap_or_default(),
-        owner: job.owner.clone(),
-        script: job.script.clone(),
-        argv: job.argv.clone(),
+        owner: String::new(),
+        script: None,
+        argv: Vec::new(),
         shell: get("Shell_Path_List"),
         variables,
         output_path,
@@ -888,6 +1220,12 @@ fn build_job(
     spec.priority = req.options.priority.unwrap_or(0);
     spec.submit_time = now.max(0) as u64;
     spec.hold = req.options.hold;
+    spec.array = req.options.array.map(|range| hpcbox_sched::ArraySpec {
+        start: range.start,
+        end: range.end,
+        step: range.step,
+        max_running: range.max_running.or(req.options.max_run_subjobs),
+    });
     if let Some(depend) = &req.options.depend {
         spec.depend = convert::dependencies(depend);
     }
@@ -908,5 +1246,18 @@ fn build_job(
         run: None,
         finished: false,
         deleted_by: None,
+        subjobs: BTreeMap::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_ranges_as_pbs_writes_them() {
+        assert_eq!(index_ranges(&[], 1), "-");
+        assert_eq!(index_ranges(&[1, 2, 3, 5, 7, 8], 1), "1-3,5,7-8");
+        assert_eq!(index_ranges(&[1, 3, 5, 9], 2), "1-5:2,9");
+    }
 }
