@@ -368,3 +368,74 @@ fn job_arrays_run_every_index_and_qdel_ends_the_rest() {
     cluster.wait_state(&first, "X");
     assert_eq!(cluster.attr(&first, "Exit_status").as_deref(), Some("271"));
 }
+
+#[test]
+fn another_user_may_not_delete_or_hold_a_job() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: needs root to act as another user");
+        return;
+    }
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let id = cluster.qsub("mine.pbs", "sleep 1000\n", &["-h"]);
+    // Let `nobody` reach the server's socket.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(cluster._dir.path(), mode.clone()).unwrap();
+    std::fs::set_permissions(cluster.state(), mode).unwrap();
+    for verb in ["qdel", "qrls"] {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                HPCBOX,
+                verb,
+                &id,
+            ])
+            .env("HPCBOX_HOME", cluster.state())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(15007 & 0xff),
+            "{verb}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            text(&out.stderr),
+            format!("{verb}: Unauthorized Request  {id}\n")
+        );
+    }
+    assert_eq!(cluster.attr(&id, "job_state").as_deref(), Some("H"));
+    // Everyone may look.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            HPCBOX,
+            "qstat",
+            &id,
+        ])
+        .env("HPCBOX_HOME", cluster.state())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(cluster.run("qdel", &[&id]).status.success());
+}
+
+#[test]
+fn a_job_waits_for_its_execution_time() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let at = jiff::Zoned::now()
+        .checked_add(jiff::Span::new().seconds(3))
+        .unwrap();
+    let id = cluster.qsub(
+        "later.pbs",
+        "echo ran\n",
+        &["-a", &at.strftime("%H%M.%S").to_string()],
+    );
+    assert_eq!(cluster.attr(&id, "job_state").as_deref(), Some("W"));
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.read(&format!("later.pbs.o{}", seq(&id))), "ran\n");
+}

@@ -239,6 +239,52 @@ impl ExecutionTime {
             None => 2000 + yy,
         })
     }
+
+    /// The moment this `-a` time names, seen from `now` as `cvtdate` sees it: missing parts
+    /// are taken from `now`, and a time that would be past moves to the next day, month or
+    /// year, whichever part was left out. `None` for a date that does not exist.
+    ///
+    /// ```
+    /// use hpcbox_pbs::qsub::ExecutionTime;
+    /// let now: jiff::Zoned = "2026-11-25T21:40:00+00:00[UTC]".parse().unwrap();
+    /// let later: ExecutionTime = "2200".parse().unwrap();
+    /// assert_eq!(later.resolve(&now).unwrap().to_string(), "2026-11-25T22:00:00Z");
+    /// let earlier: ExecutionTime = "0900".parse().unwrap();
+    /// assert_eq!(earlier.resolve(&now).unwrap().to_string(), "2026-11-26T09:00:00Z");
+    /// ```
+    pub fn resolve(&self, now: &jiff::Zoned) -> Option<jiff::Timestamp> {
+        let today = now.date();
+        let at = |year: i32, month: i8, day: i8| -> Option<jiff::Zoned> {
+            let date = jiff::civil::Date::new(i16::try_from(year).ok()?, month, day).ok()?;
+            let time = jiff::civil::Time::new(
+                i8::try_from(self.hour).ok()?,
+                i8::try_from(self.minute).ok()?,
+                i8::try_from(self.second.unwrap_or(0)).ok()?,
+                0,
+            )
+            .ok()?;
+            date.to_datetime(time)
+                .to_zoned(now.time_zone().clone())
+                .ok()
+        };
+        let year = self.full_year().unwrap_or(i32::from(today.year()));
+        let month = self.month.map_or(today.month(), |m| m as i8);
+        let day = self.day.map_or(today.day(), |d| d as i8);
+        let first = at(year, month, day)?;
+        if first >= *now {
+            return Some(first.timestamp());
+        }
+        let next = if self.day.is_none() {
+            first.checked_add(jiff::Span::new().days(1)).ok()?
+        } else if self.month.is_none() {
+            first.checked_add(jiff::Span::new().months(1)).ok()?
+        } else if self.year.is_none() {
+            first.checked_add(jiff::Span::new().years(1)).ok()?
+        } else {
+            first
+        };
+        Some(next.timestamp())
+    }
 }
 
 /// Two ASCII digits as a number (the caller has checked they are digits).

@@ -30,7 +30,12 @@ pub fn run(args: &[String]) -> i32 {
         variables: prepared.variables.clone(),
         workdir: prepared.submitter.workdir.clone(),
         submit_host: prepared.submitter.host.clone(),
-        execution_time: None,
+        execution_time: prepared
+            .options
+            .execution_time
+            .as_ref()
+            .and_then(|at| at.resolve(&jiff::Zoned::now()))
+            .map(|at| at.as_second()),
     };
     match super::client().submit(&request) {
         Err(err) => super::unreachable("qsub", &err),

@@ -845,6 +845,7 @@ impl Core {
     /// Runs a scheduling cycle at `now` and acts on its decisions: starts go to agents,
     /// comments to the waiting jobs.
     pub fn schedule(&mut self, now: i64) {
+        self.release_waiting(now);
         for decision in self.sched.cycle(now.max(0) as u64) {
             match decision {
                 Decision::Run(start) => self.start(&start, now),
@@ -861,6 +862,36 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    /// Jobs in state W whose execution time has come become eligible (Q), unless held.
+    fn release_waiting(&mut self, now: i64) {
+        let due: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|job| !job.finished && job.attrs.get("job_state") == Some("W"))
+            .filter(|job| {
+                job.attrs
+                    .get("Execution_Time")
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .is_some_and(|at| at <= now)
+            })
+            .map(|job| job.seq)
+            .collect();
+        for seq in due {
+            let job = self.jobs.get_mut(&seq).expect("job exists");
+            let held = job.attrs.get("Hold_Types") != Some("n");
+            let (state, sub) = if held {
+                ("H", substate::HELD)
+            } else {
+                let _ = self.sched.apply(Event::Release(SchedId::job(seq)));
+                job.spec.hold = false;
+                ("Q", substate::QUEUED)
+            };
+            set(&mut job.attrs, "job_state", state);
+            set(&mut job.attrs, "substate", sub.to_string());
+            self.persist(seq);
         }
     }
 
@@ -1219,7 +1250,9 @@ fn build_job(
     spec.walltime = resources.walltime().map(|w| w.as_secs());
     spec.priority = req.options.priority.unwrap_or(0);
     spec.submit_time = now.max(0) as u64;
-    spec.hold = req.options.hold;
+    // A job waiting for its `-a` time is held from the scheduler until then (state W).
+    let waiting = req.execution_time.is_some_and(|at| at > now);
+    spec.hold = req.options.hold || waiting;
     spec.array = req.options.array.map(|range| hpcbox_sched::ArraySpec {
         start: range.start,
         end: range.end,
