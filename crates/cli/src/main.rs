@@ -8,6 +8,7 @@ mod cluster;
 mod demo;
 mod mpiexec;
 mod pbs;
+mod scale;
 mod sim;
 mod submission;
 
@@ -45,6 +46,9 @@ enum Command {
     },
     /// Start a program as N ranks of hpcbox-comm (`hpcbox mpiexec -n 4 ./prog`).
     Mpiexec(mpiexec::MpiexecArgs),
+    /// Run a command at several process counts (`{n}` in it) and report speed-up,
+    /// efficiency, Amdahl's serial fraction and the sweet spot, with PNG and SVG plots.
+    Scale(scale::ScaleArgs),
     /// Replay a workload (an SWF trace or a synthetic one) through the scheduler in virtual
     /// time, and report utilization, waits and bounded slowdown.
     Sim(sim::SimArgs),
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         Command::Links { dir } => cluster::links(&dir),
         Command::CheckScript(args) => check_script::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Scale(args) => scale::run(args),
         Command::Mpiexec(args) => mpiexec::run(args),
         Command::Computepi(a) => hpcbox_lesson::computepi::main(&a.args),
         Command::Qsub(a) => pbs_command("qsub", &a),

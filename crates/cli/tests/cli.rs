@@ -118,3 +118,45 @@ fn answers_to_pbs_names_through_a_link() {
     assert_eq!(out.status.code(), Some(15034 & 0xff));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hpcbox up"));
 }
+
+#[test]
+fn scale_reports_fits_and_plots_a_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("study");
+    let out = hpcbox(&[
+        "scale",
+        "--procs",
+        "1,2",
+        "--repeat",
+        "2",
+        "--json",
+        "--plot",
+        prefix.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "test {n} -ge 1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["procs"], 1);
+    assert_eq!(rows[0]["speedup"], 1.0);
+    assert!(report["sweet_spot"].is_u64());
+    let svg = std::fs::read_to_string(prefix.with_extension("svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+    assert!(svg.contains("speed-up"));
+    // The PNG needs a system font to draw its text; without one the report says so.
+    match std::fs::read(prefix.with_extension("png")) {
+        Ok(png) => assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n"),
+        Err(_) => assert!(!report["plot_errors"].as_array().unwrap().is_empty()),
+    }
+    // A failing command stops the sweep with its error.
+    let out = hpcbox(&["scale", "--procs", "1", "--", "sh", "-c", "exit 3"]);
+    assert!(!out.status.success());
+}

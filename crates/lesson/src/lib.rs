@@ -17,6 +17,7 @@
 //! ```
 
 pub mod computepi;
+pub mod scaling;
 
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
