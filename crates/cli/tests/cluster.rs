@@ -382,8 +382,8 @@ fn another_user_may_not_delete_or_hold_a_job() {
     let mode = std::fs::Permissions::from_mode(0o755);
     std::fs::set_permissions(cluster._dir.path(), mode.clone()).unwrap();
     std::fs::set_permissions(cluster.state(), mode).unwrap();
-    for verb in ["qdel", "qrls"] {
-        let out = Command::new("setpriv")
+    let as_nobody = |verb: &str| {
+        Command::new("setpriv")
             .args([
                 "--reuid=nobody",
                 "--regid=nogroup",
@@ -394,7 +394,10 @@ fn another_user_may_not_delete_or_hold_a_job() {
             ])
             .env("HPCBOX_HOME", cluster.state())
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    for verb in ["qdel", "qrls"] {
+        let out = as_nobody(verb);
         assert_eq!(
             out.status.code(),
             Some(15007 & 0xff),
@@ -408,18 +411,7 @@ fn another_user_may_not_delete_or_hold_a_job() {
     }
     assert_eq!(cluster.attr(&id, "job_state").as_deref(), Some("H"));
     // Everyone may look.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            HPCBOX,
-            "qstat",
-            &id,
-        ])
-        .env("HPCBOX_HOME", cluster.state())
-        .output()
-        .unwrap();
+    let out = as_nobody("qstat");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(cluster.run("qdel", &[&id]).status.success());
 }
