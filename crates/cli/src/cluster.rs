@@ -214,7 +214,7 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> R
 }
 
 /// Starts the server and `--nodes` agents in the background, and waits until the nodes are
-/// free. Does nothing but report when the cluster already runs.
+/// up. Does nothing but report when the cluster already runs.
 pub fn up(args: UpArgs) -> ExitCode {
     match start_cluster(&args) {
         Ok(message) => {
@@ -280,13 +280,13 @@ pub fn start_cluster(args: &UpArgs) -> Result<String, String> {
         )
         .map_err(|e| format!("cannot start the agent of {name}: {e}"))?;
     }
-    wait_for("the nodes to be free", Duration::from_secs(15), || {
-        client.nodes().is_ok_and(|list| {
-            list.iter()
-                .filter(|n| n.get("state") == Some("free"))
-                .count()
-                >= names.len()
-        })
+    // Up, not necessarily free: after a server restart its nodes may still run jobs.
+    let is_up =
+        |state: Option<&str>| state.is_some_and(|s| !s.contains("down") && !s.contains("unknown"));
+    wait_for("the nodes to be up", Duration::from_secs(15), || {
+        client
+            .nodes()
+            .is_ok_and(|list| list.iter().filter(|n| is_up(n.get("state"))).count() >= names.len())
     })?;
     if already_up {
         return Ok(format!(

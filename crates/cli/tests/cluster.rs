@@ -250,7 +250,8 @@ fn qdel_ends_a_running_job_and_everything_it_started() {
 #[test]
 fn a_server_killed_with_sigkill_loses_no_job() {
     let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
-    let blocker = cluster.qsub("block.pbs", "sleep 2\n", &[]);
+    let blocker = cluster.qsub("block.pbs", "sleep 5\n", &[]);
+    cluster.wait_state(&blocker, "R");
     let ids: Vec<String> = (0..5)
         .map(|k| cluster.qsub(&format!("j{k}.pbs"), &format!("echo {k}\n"), &[]))
         .collect();
@@ -266,6 +267,11 @@ fn a_server_killed_with_sigkill_loses_no_job() {
     .unwrap();
     let out = cluster.run("up", &["--cpus", "1", "--mem", "256mb"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The running job kept its CPU across the restart: nothing else starts beside it.
+    assert_eq!(cluster.attr(&blocker, "job_state").as_deref(), Some("R"));
+    assert_eq!(cluster.attr(&ids[0], "job_state").as_deref(), Some("Q"));
+    cluster.wait_state(&blocker, "F");
+    assert_eq!(cluster.attr(&blocker, "Exit_status").as_deref(), Some("0"));
     for (k, id) in ids.iter().enumerate() {
         cluster.wait_state(id, "F");
         assert_eq!(
@@ -273,7 +279,6 @@ fn a_server_killed_with_sigkill_loses_no_job() {
             format!("{k}\n")
         );
     }
-    cluster.wait_state(&blocker, "F");
 }
 
 #[test]

@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use crate::decision::{ChunkPlacement, Comment, Decision, Reason, Start};
-use crate::model::{JobId, Policy};
+use crate::error::SchedError;
+use crate::model::{JobId, JobSpec, Policy};
 use crate::place::{Placer, ResIdx, View, NCPUS, NGPUS};
 use crate::sched::{fingerprint, Avail, Key, Release, Run, RunChunk, Scheduler, ShapeCache, Slot};
 
@@ -825,6 +826,53 @@ impl Scheduler {
         }
     }
 
+    /// Submits a job that already runs and places it on `vnodes` (one per chunk, in select
+    /// order), started and confirmed at `at`. Refused, changing nothing, for arrays, unknown
+    /// vnodes or a vnode count that does not match the select.
+    pub(crate) fn restore(
+        &mut self,
+        spec: JobSpec,
+        vnodes: &[String],
+        at: u64,
+    ) -> Result<(), SchedError> {
+        if spec.array.is_some() {
+            return Err(SchedError::Invalid(
+                "an array cannot be restored as one job".into(),
+            ));
+        }
+        let terms: Vec<u16> = spec
+            .select
+            .iter()
+            .enumerate()
+            .flat_map(|(t, c)| std::iter::repeat_n(t as u16, c.count as usize))
+            .collect();
+        let nodes: Option<Vec<u32>> = vnodes
+            .iter()
+            .map(|v| self.node_index.get(v.as_str()).copied())
+            .collect();
+        let Some(nodes) = nodes.filter(|n| n.len() == terms.len()) else {
+            return Err(SchedError::Invalid(format!(
+                "job {} runs on {vnodes:?}, which does not match its select",
+                spec.seq
+            )));
+        };
+        let seq = spec.seq;
+        self.submit(spec)?;
+        let placement: Vec<(u16, u32)> = terms.into_iter().zip(nodes).collect();
+        let walltime = self
+            .jobs
+            .get(&seq)
+            .map_or(self.config.default_walltime, |job| self.walltime_of(job));
+        self.ensure_agg();
+        self.ensure_totals();
+        let mut ctx = self.new_ctx();
+        let mut out = Vec::new();
+        let id = JobId::job(seq);
+        self.start(id, &placement, at, walltime, false, &mut ctx, &mut out);
+        self.agg_free = std::mem::take(&mut ctx.agg_free);
+        self.confirm(id, at)
+    }
+
     /// Takes the resources, records the run, and reports the start.
     #[allow(clippy::too_many_arguments)]
     fn start(
@@ -924,7 +972,64 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use crate::model::{ChunkSpec, Config, Event, JobId, JobSpec, NodeSpec, QueueSpec, Resources};
-    use crate::Scheduler;
+    use crate::{Decision, Scheduler};
+
+    #[test]
+    fn a_restored_job_holds_its_vnodes_until_it_finishes() {
+        let mut s = Scheduler::new(Config::default());
+        for name in ["n1", "n2"] {
+            s.apply(Event::AddNode(NodeSpec::new(name, Resources::cpus(1))))
+                .unwrap();
+        }
+        s.apply(Event::SetQueue(QueueSpec::new("workq"))).unwrap();
+        let one_cpu = || vec![ChunkSpec::new(1, Resources::cpus(1))];
+        let running = JobSpec::new(1, one_cpu());
+        s.apply(Event::Restore {
+            job: Box::new(running),
+            vnodes: vec!["n2".into()],
+            at: 5,
+        })
+        .unwrap();
+        for seq in [2, 3] {
+            s.apply(Event::Submit(Box::new(JobSpec::new(seq, one_cpu()))))
+                .unwrap();
+        }
+        let starts: Vec<(u64, String)> = s
+            .cycle(10)
+            .into_iter()
+            .filter_map(|d| match d {
+                Decision::Run(start) => Some((start.job.seq, start.chunks[0].vnode.to_string())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            starts,
+            [(2, "n1".to_string())],
+            "n2 is taken by the restored job"
+        );
+        s.apply(Event::Finish {
+            job: JobId::job(1),
+            exit_status: 0,
+        })
+        .unwrap();
+        let next: Vec<u64> = s
+            .cycle(11)
+            .into_iter()
+            .filter_map(|d| match d {
+                Decision::Run(start) => Some(start.job.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(next, [3]);
+        let bad = JobSpec::new(4, one_cpu());
+        let refused = s.apply(Event::Restore {
+            job: Box::new(bad),
+            vnodes: vec!["n1".into(), "n2".into()],
+            at: 5,
+        });
+        assert!(refused.is_err());
+        assert_eq!(s.job_state(JobId::job(4)), None);
+    }
 
     #[test]
     fn reservation_is_the_first_end_after_which_the_top_job_fits() {

@@ -554,4 +554,15 @@ pub enum Event {
     Clock(u64),
     /// Forget a finished job: dependencies on it can no longer be submitted.
     Purge(u64),
+    /// A job that already runs, as the server finds it after a restart: it is submitted and
+    /// placed where it runs, started at `at`. `vnodes` names each chunk's vnode, in select
+    /// order with counts expanded (`2:ncpus=1+1:ncpus=4` → three names). Not for arrays.
+    Restore {
+        /// The job.
+        job: Box<JobSpec>,
+        /// Where each chunk runs.
+        vnodes: Vec<String>,
+        /// When it started (seconds).
+        at: u64,
+    },
 }

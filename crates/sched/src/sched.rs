@@ -447,6 +447,7 @@ impl Scheduler {
             Event::SetQueue(spec) => self.set_queue(spec),
             Event::Submit(spec) => self.submit(*spec),
             Event::StartConfirmed { job, at } => self.confirm(job, at),
+            Event::Restore { job, vnodes, at } => self.restore(*job, &vnodes, at),
             Event::Requeue(job) => self.requeue(job),
             Event::Finish { job, exit_status } => self.finish(job, exit_status == 0),
             Event::Hold(job) => self.set_hold(job, true),
@@ -738,7 +739,7 @@ impl Scheduler {
             .ok_or_else(|| SchedError::UnknownQueue(name.to_string()))
     }
 
-    fn submit(&mut self, spec: JobSpec) -> Result<(), SchedError> {
+    pub(crate) fn submit(&mut self, spec: JobSpec) -> Result<(), SchedError> {
         if self.jobs.contains_key(&spec.seq) || self.done.contains_key(&spec.seq) {
             return Err(SchedError::DuplicateJob(spec.seq));
         }
@@ -831,7 +832,7 @@ impl Scheduler {
             .unwrap_or(self.config.default_walltime)
     }
 
-    fn confirm(&mut self, id: JobId, at: u64) -> Result<(), SchedError> {
+    pub(crate) fn confirm(&mut self, id: JobId, at: u64) -> Result<(), SchedError> {
         let walltime = {
             let job = self.jobs.get(&id.seq).ok_or(SchedError::UnknownJob(id))?;
             self.walltime_of(job)

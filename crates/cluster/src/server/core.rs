@@ -209,15 +209,55 @@ impl Core {
             core.nodes.insert(name, node);
         }
         for (seq, finished, job) in core.store.jobs::<Job>()? {
-            // A job that was running when the server stopped still runs under its agent, which
-            // re-reports it. The scheduler cannot yet be told where it runs, so it is not given
-            // the job again (which would start it twice); it learns of its end as usual.
-            if !finished && job.run.is_none() {
-                let _ = core.sched.apply(Event::Submit(Box::new(job.spec.clone())));
+            if !finished {
+                core.reschedule(&job);
             }
             core.jobs.insert(seq, job);
         }
         Ok(core)
+    }
+
+    /// Hands a job reloaded from the store back to the scheduler: a queued job is submitted, a
+    /// running one is placed where it runs (its agent re-reports it), and an array that had
+    /// begun is submitted for the indices it has not started.
+    fn reschedule(&mut self, job: &Job) {
+        let outcome = match (&job.run, job.spec.array) {
+            (None, None) => self.sched.apply(Event::Submit(Box::new(job.spec.clone()))),
+            (Some(run), None) => {
+                let vnodes = exec_vnodes(job.attrs.get("exec_vnode").unwrap_or_default());
+                let at = run.started.max(0) as u64;
+                self.sched.apply(Event::Restore {
+                    job: Box::new(job.spec.clone()),
+                    vnodes,
+                    at,
+                })
+            }
+            (_, Some(range)) => {
+                let mut rest = range.indices().skip_while(|i| job.subjobs.contains_key(i));
+                let Some(first) = rest.next() else {
+                    return;
+                };
+                if rest.any(|i| job.subjobs.contains_key(&i)) {
+                    tracing::warn!(
+                        "array {} started out of order; its rest is not resubmitted",
+                        job.seq
+                    );
+                    return;
+                }
+                let mut spec = job.spec.clone();
+                spec.array = Some(hpcbox_sched::ArraySpec {
+                    start: first,
+                    ..range
+                });
+                self.sched.apply(Event::Submit(Box::new(spec)))
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(
+                "job {} could not be handed back to the scheduler: {e}",
+                job.seq
+            );
+        }
     }
 
     /// The server's name, the suffix of its job ids.
@@ -1029,6 +1069,21 @@ impl Core {
     }
 }
 
+/// The vnode of each chunk of an `exec_vnode` value: `(n1:ncpus=1)+(n2:ncpus=2)` → n1, n2.
+fn exec_vnodes(exec_vnode: &str) -> Vec<String> {
+    exec_vnode
+        .split('+')
+        .filter_map(|chunk| {
+            let inner = chunk.trim().trim_start_matches('(').trim_end_matches(')');
+            inner
+                .split(':')
+                .next()
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// The `mpiprocs` of each chunk of the job's select, counts expanded, in select order (the
 /// order of the scheduler's placements).
 fn chunk_mpiprocs(attrs: &StatusObject) -> Vec<u32> {
@@ -1286,6 +1341,15 @@ fn build_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_vnode_names() {
+        assert_eq!(
+            exec_vnodes("(n1:ncpus=1:mem=1024kb)+(n2:ncpus=2)"),
+            ["n1", "n2"]
+        );
+        assert!(exec_vnodes("").is_empty());
+    }
 
     #[test]
     fn index_ranges_as_pbs_writes_them() {
