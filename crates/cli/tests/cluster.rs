@@ -171,6 +171,13 @@ fn errors_are_pbs_errors() {
     assert_eq!(out.status.code(), Some(153));
     let out = cluster.run("qsub", &["-l", "ncpus=lots", "j.pbs"]);
     assert_ne!(out.status.code(), Some(0));
+    let out = cluster.run("qsub", &["-W", "depend=afterok:999", "j.pbs"]);
+    assert_eq!(out.status.code(), Some(153));
+    assert!(
+        text(&out.stderr).starts_with("qsub: Unknown Job Id 999."),
+        "{}",
+        text(&out.stderr)
+    );
     // Nothing refused was queued.
     let out = cluster.run("qstat", &["-x"]);
     assert_eq!(text(&out.stdout), "");

@@ -346,9 +346,17 @@ impl Core {
             })
             .map_err(|e| ApiError::with_text(PbsErrno::System.code(), e.to_string()))?;
         let (seq, job) = stored?;
-        self.sched
-            .apply(Event::Submit(Box::new(job.spec.clone())))
-            .map_err(|e| ApiError::with_text(PbsErrno::BadAttributeValue.code(), e.to_string()))?;
+        if let Err(e) = self.sched.apply(Event::Submit(Box::new(job.spec.clone()))) {
+            // Refused by the scheduler (a dependency on an unknown job, …): not queued after all.
+            let _ = self.store.remove_job(seq);
+            return Err(match e {
+                hpcbox_sched::SchedError::UnknownJob(on) => ApiError::with_text(
+                    PbsErrno::UnknownJobId.code(),
+                    format!("{} {on}.{}", PbsErrno::UnknownJobId.text(), self.name),
+                ),
+                other => ApiError::with_text(PbsErrno::BadAttributeValue.code(), other.to_string()),
+            });
+        }
         let id = job.attrs.name.clone();
         self.jobs.insert(seq, job);
         Ok(id)
