@@ -1,7 +1,7 @@
 //! `hpcbox`: the one binary of hpcbox.
 //!
 //! Called as `hpcbox <verb>`, or through a link named after a PBS command (`qsub`, `qstat`,
-//! `qdel`, `qhold`, `qrls`, `qsig`, `pbsnodes`), which it then is.
+//! `qdel`, `qhold`, `qrls`, `qsig`, `qalter`, `pbsnodes`), which it then is.
 
 mod check_script;
 mod cluster;
@@ -78,6 +78,9 @@ enum Command {
     /// PBS's qsig.
     #[command(disable_help_flag = true)]
     Qsig(PbsArgs),
+    /// PBS's qalter.
+    #[command(disable_help_flag = true)]
+    Qalter(PbsArgs),
     /// PBS's pbsnodes.
     #[command(disable_help_flag = true)]
     Pbsnodes(PbsArgs),
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Command::Qhold(a) => pbs_command("qhold", &a),
         Command::Qrls(a) => pbs_command("qrls", &a),
         Command::Qsig(a) => pbs_command("qsig", &a),
+        Command::Qalter(a) => pbs_command("qalter", &a),
         Command::Pbsnodes(a) => pbs_command("pbsnodes", &a),
     }
 }

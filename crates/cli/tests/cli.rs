@@ -99,7 +99,9 @@ fn answers_to_pbs_names_through_a_link() {
     let dir = tempfile::tempdir().unwrap();
     let out = hpcbox(&["links", dir.path().to_str().unwrap()]);
     assert!(out.status.success());
-    for name in ["qsub", "qstat", "qdel", "qhold", "qrls", "qsig", "pbsnodes"] {
+    for name in [
+        "qsub", "qstat", "qdel", "qhold", "qrls", "qsig", "qalter", "pbsnodes",
+    ] {
         assert!(dir.path().join(name).exists(), "no {name} link");
     }
     let out = Command::new(dir.path().join("qsub"))

@@ -443,3 +443,33 @@ fn a_job_waits_for_its_execution_time() {
     cluster.wait_state(&id, "F");
     assert_eq!(cluster.read(&format!("later.pbs.o{}", seq(&id))), "ran\n");
 }
+
+#[test]
+fn qalter_changes_a_queued_job_and_refuses_a_running_one() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let held = cluster.qsub(
+        "a.pbs",
+        "echo altered\n",
+        &["-h", "-N", "a", "-l", "walltime=1:00:00"],
+    );
+    let out = cluster.run(
+        "qalter",
+        &["-N", "b", "-p", "5", "-l", "walltime=2:00:00", &held],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(cluster.attr(&held, "Job_Name").as_deref(), Some("b"));
+    assert_eq!(cluster.attr(&held, "Priority").as_deref(), Some("5"));
+    assert_eq!(cluster.attr(&held, "job_state").as_deref(), Some("H"));
+    let out = cluster.run("qstat", &["-f", &held]);
+    assert!(text(&out.stdout).contains("    Resource_List.walltime = 02:00:00\n"));
+    // Its output now goes to the new name's file.
+    assert!(cluster.run("qrls", &[&held]).status.success());
+    cluster.wait_state(&held, "F");
+    assert_eq!(cluster.read(&format!("b.o{}", seq(&held))), "altered\n");
+    let running = cluster.qsub("r.pbs", "sleep 1000\n", &[]);
+    cluster.wait_state(&running, "R");
+    let out = cluster.run("qalter", &["-N", "x", &running]);
+    assert_eq!(out.status.code(), Some(15015 & 0xff));
+    assert!(text(&out.stderr).starts_with("qalter: Cannot modify attribute while job running"));
+    assert!(cluster.run("qdel", &[&running]).status.success());
+}

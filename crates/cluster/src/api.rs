@@ -9,7 +9,7 @@ use hpcbox_pbs::status::StatusObject;
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/jobs`: a job to queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmitRequest {
     /// `qsub`'s command line after the program name (`Submit_arguments`).
     pub argv: Vec<String>,
@@ -62,8 +62,8 @@ pub enum StatusItem {
     },
 }
 
-/// `POST /v1/jobs/action`: `qdel`, `qhold`, `qrls`, `qsig` of one job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/jobs/action`: `qdel`, `qhold`, `qrls`, `qsig`, `qalter` of one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobAction {
     /// The job id as the user typed it.
     pub id: String,
@@ -72,7 +72,7 @@ pub struct JobAction {
 }
 
 /// What a [`JobAction`] does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// `qdel` (with `-W force` when `force`).
     Delete {
@@ -93,6 +93,11 @@ pub enum Action {
     Signal {
         /// The signal's name or number.
         signal: String,
+    },
+    /// `qalter`: these options replace the job's, as if given on its `qsub` command line.
+    Alter {
+        /// The options `qalter` was given.
+        options: Box<QsubOptions>,
     },
 }
 

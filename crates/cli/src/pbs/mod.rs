@@ -1,7 +1,8 @@
-//! The PBS commands (`qsub`, `qstat`, `qdel`, `qhold`, `qrls`, `qsig`, `pbsnodes`), as the
+//! The PBS commands (`qsub`, `qstat`, `qdel`, `qhold`, `qrls`, `qsig`, `qalter`, `pbsnodes`), as the
 //! `hpcbox` binary answers them under their own names or as `hpcbox qsub …`.
 
 pub mod pbsnodes;
+pub mod qalter;
 pub mod qdel;
 pub mod qstat;
 pub mod qsub;
@@ -12,7 +13,9 @@ use hpcbox_cluster::client::Client;
 use hpcbox_cluster::home::StateDir;
 
 /// The names the binary answers to when called through a link.
-pub const COMMANDS: [&str; 7] = ["qsub", "qstat", "qdel", "qhold", "qrls", "qsig", "pbsnodes"];
+pub const COMMANDS: [&str; 8] = [
+    "qsub", "qstat", "qdel", "qhold", "qrls", "qsig", "qalter", "pbsnodes",
+];
 
 /// Runs PBS command `name` with `args` (after the program name), if it is one.
 pub fn run(name: &str, args: &[String]) -> Option<ExitCode> {
@@ -20,6 +23,7 @@ pub fn run(name: &str, args: &[String]) -> Option<ExitCode> {
         "qsub" => qsub::run(args),
         "qstat" => qstat::run(args),
         "qdel" | "qhold" | "qrls" | "qsig" => qdel::run(name, args),
+        "qalter" => qalter::run(args),
         "pbsnodes" => pbsnodes::run(args),
         _ => return None,
     };
@@ -42,4 +46,12 @@ pub fn client() -> Client {
 pub fn unreachable(program: &str, err: &hpcbox_cluster::client::ClientError) -> i32 {
     eprintln!("{program}: {err}");
     hpcbox_pbs::errno::exit_code(hpcbox_pbs::errno::PbsErrno::NoServer.code())
+}
+
+/// `id` with the server's name appended when it names none, as the commands print ids.
+pub fn complete_id(client: &Client, id: &str) -> String {
+    match (id.parse::<hpcbox_pbs::jobid::JobId>(), client.server()) {
+        (Ok(parsed), Ok(server)) => parsed.or_server(&server.name).to_string(),
+        _ => id.to_string(),
+    }
 }

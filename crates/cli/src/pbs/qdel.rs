@@ -15,14 +15,6 @@ fn usage(command: &str) -> &'static str {
     }
 }
 
-/// `id` with the server's name appended when it names none, as the commands print ids.
-fn complete_id(client: &hpcbox_cluster::client::Client, id: &str) -> String {
-    match (id.parse::<hpcbox_pbs::jobid::JobId>(), client.server()) {
-        (Ok(parsed), Ok(server)) => parsed.or_server(&server.name).to_string(),
-        _ => id.to_string(),
-    }
-}
-
 /// Runs `command` (`qdel`, `qhold`, `qrls` or `qsig`) with `args`; returns its exit status.
 pub fn run(command: &str, args: &[String]) -> i32 {
     if args.len() == 1 && args[0].eq_ignore_ascii_case("--version") {
@@ -74,7 +66,7 @@ pub fn run(command: &str, args: &[String]) -> i32 {
             Err(err) => return super::unreachable(command, &err),
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                let id = complete_id(&client, &id);
+                let id = super::complete_id(&client, &id);
                 let line = match command {
                     "qdel" => errno::qdel_error_line(error.code, &id),
                     _ => Some(errno::job_error_line(command, error.code, &id)),

@@ -8,7 +8,7 @@ use hpcbox_pbs::errno::PbsErrno;
 use hpcbox_pbs::format::history::{finish_comment, job_run_comment, JobEnd};
 use hpcbox_pbs::jobid::{ArrayPart, JobId};
 use hpcbox_pbs::newjob::{queued_job, Submission};
-use hpcbox_pbs::qsub::Operand;
+use hpcbox_pbs::qsub::{Operand, QsubOptions};
 use hpcbox_pbs::resource::ResourceDefs;
 use hpcbox_pbs::state::substate;
 use hpcbox_pbs::status::{split_variable_list, StatusObject, JOB_ATTRIBUTE_ORDER};
@@ -49,6 +49,9 @@ pub struct Job {
     /// An array's subjobs that have started, by index (the others are queued).
     #[serde(default)]
     pub subjobs: BTreeMap<u32, SubJob>,
+    /// The submission (without its script), from which `qalter` rebuilds the job.
+    #[serde(default)]
+    pub request: Option<SubmitRequest>,
 }
 
 /// A subjob of an array, from its start on.
@@ -425,7 +428,73 @@ impl Core {
             Action::Hold { .. } => self.hold(seq, true, now),
             Action::Release { .. } => self.hold(seq, false, now),
             Action::Signal { signal } => self.signal(seq, signal),
+            Action::Alter { options } => self.alter(seq, options, now),
         }
+    }
+
+    /// `qalter`: the job is rebuilt from its submission with `delta`'s options over it, as if
+    /// they had been on its `qsub` command line; only while no part of it has started.
+    fn alter(&mut self, seq: u64, delta: &QsubOptions, now: i64) -> Answer<()> {
+        let job = &self.jobs[&seq];
+        if job.run.is_some() || !job.subjobs.is_empty() {
+            return Err(err(PbsErrno::ModifyWhileRunning));
+        }
+        let Some(mut request) = job.request.clone() else {
+            return Err(ApiError::with_text(
+                PbsErrno::System.code(),
+                "this job was submitted before hpcbox kept submissions; it cannot be altered",
+            ));
+        };
+        request.options = QsubOptions::merge(&request.options, delta);
+        request.script = job.script.clone();
+        let id: JobId = job
+            .attrs
+            .name
+            .parse()
+            .map_err(|_| err(PbsErrno::UnknownJobId))?;
+        let queue = job.attrs.get("queue").unwrap_or("workq").to_string();
+        let ctime = job
+            .attrs
+            .get("ctime")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(now);
+        let (owner, uid) = (job.owner.clone(), job.uid);
+        let mut rebuilt = build_job(
+            &request,
+            &id,
+            &queue,
+            &owner,
+            uid,
+            ctime,
+            &self.defs,
+            &self.nodes,
+        )?;
+        let alter = hpcbox_sched::Alter {
+            priority: Some(rebuilt.spec.priority),
+            walltime: Some(rebuilt.spec.walltime),
+            select: Some(rebuilt.spec.select.clone()),
+            place: Some(rebuilt.spec.place),
+        };
+        self.sched
+            .apply(Event::Alter {
+                job: SchedId::job(seq),
+                alter,
+            })
+            .map_err(|e| ApiError::with_text(PbsErrno::BadAttributeValue.code(), e.to_string()))?;
+        let job = self.jobs.get_mut(&seq).expect("job exists");
+        for name in ["job_state", "substate", "Hold_Types", "comment"] {
+            match job.attrs.get(name) {
+                Some(value) => set(&mut rebuilt.attrs, name, value),
+                None => rebuilt.attrs.attrs.retain(|a| a.name != name),
+            }
+        }
+        set(&mut rebuilt.attrs, "mtime", now.to_string());
+        rebuilt.spec.hold = job.spec.hold;
+        job.attrs = rebuilt.attrs;
+        job.spec = rebuilt.spec;
+        job.request = rebuilt.request;
+        self.persist(seq);
+        Ok(())
     }
 
     /// `qdel` / `qsig` of one subjob; holds apply to whole arrays only, as in PBS.
@@ -467,7 +536,9 @@ impl Core {
                 job_id,
                 signal: signal.clone(),
             },
-            Action::Hold { .. } | Action::Release { .. } => return Err(err(PbsErrno::BadState)),
+            Action::Hold { .. } | Action::Release { .. } | Action::Alter { .. } => {
+                return Err(err(PbsErrno::BadState))
+            }
         };
         self.outbox.push((node, message));
         self.persist(seq);
@@ -1343,6 +1414,10 @@ fn build_job(
         finished: false,
         deleted_by: None,
         subjobs: BTreeMap::new(),
+        request: Some(SubmitRequest {
+            script: None,
+            ..req.clone()
+        }),
     })
 }
 
