@@ -46,6 +46,10 @@ pub struct StatusRequest {
     /// Follow each array with its subjobs (`qstat -t`).
     #[serde(default)]
     pub subjobs: bool,
+    /// Only these attributes (by name, resources included); empty means all. The default
+    /// `qstat` table asks for its five columns only, as PBS's `qstat` does.
+    #[serde(default)]
+    pub attributes: Vec<String>,
 }
 
 /// One answer of `POST /v1/status`: a job, or the error for an id that was asked for.

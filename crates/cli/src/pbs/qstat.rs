@@ -10,6 +10,15 @@ use hpcbox_pbs::getopt::{getopt, Opt};
 use hpcbox_pbs::status::StatusObject;
 use jiff::tz::TimeZone;
 
+/// What the default table shows, the only attributes it asks the server for.
+const TABLE_ATTRIBUTES: [&str; 5] = [
+    "Job_Name",
+    "Job_Owner",
+    "resources_used",
+    "job_state",
+    "queue",
+];
+
 /// `qstat`'s options (cmds/qstat.c).
 const SPEC: &str = "1aeinpqrstu:wxBEF:GHJMQTW:f";
 
@@ -120,10 +129,16 @@ pub fn run(args: &[String]) -> i32 {
         );
         return 0;
     }
+    let table_only = !(options.full || options.alternate || options.json);
     let request = StatusRequest {
         ids,
         history: options.history,
         subjobs: options.subjobs,
+        attributes: if table_only {
+            TABLE_ATTRIBUTES.iter().map(|a| a.to_string()).collect()
+        } else {
+            Vec::new()
+        },
     };
     let items = match client.status(&request) {
         Ok(items) => items,

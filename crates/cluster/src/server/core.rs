@@ -368,14 +368,27 @@ impl Core {
     /// `qstat`: the jobs asked for (all when none), with an error per unknown id; with
     /// `subjobs` (`qstat -t`) an array's subjobs follow it.
     pub fn status(&self, req: &StatusRequest) -> Vec<StatusItem> {
+        let shown = |attrs: &StatusObject| -> StatusItem {
+            if req.attributes.is_empty() {
+                return StatusItem::Job(attrs.clone());
+            }
+            let mut selected = StatusObject::new(attrs.name.clone());
+            selected.attrs = attrs
+                .attrs
+                .iter()
+                .filter(|a| req.attributes.contains(&a.name))
+                .cloned()
+                .collect();
+            StatusItem::Job(selected)
+        };
         let expand = |job: &Job| -> Vec<StatusItem> {
-            let mut items = vec![StatusItem::Job(job.attrs.clone())];
+            let mut items = vec![shown(&job.attrs)];
             if let (true, Some(range)) = (req.subjobs, job.spec.array) {
                 items.extend(
                     range
                         .indices()
                         .filter_map(|i| job.subjob_view(i))
-                        .map(StatusItem::Job),
+                        .map(|view| shown(&view)),
                 );
             }
             items
@@ -401,7 +414,7 @@ impl Core {
                 }),
                 Ok((job, Some(index))) => {
                     if let Some(view) = job.subjob_view(index) {
-                        items.push(StatusItem::Job(view));
+                        items.push(shown(&view));
                     }
                 }
                 Ok((job, None)) => items.extend(expand(job)),
