@@ -101,12 +101,6 @@ fn main() -> ExitCode {
         .and_then(|name| name.to_str())
         .unwrap_or("hpcbox")
         .to_string();
-    let daemon = matches!(argv.get(1).map(String::as_str), Some("server" | "agent"));
-    if !daemon {
-        // `qstat | head` ends the command quietly, as the C commands end, instead of a
-        // panic on a closed pipe. The daemons keep Rust's default (EPIPE as an error).
-        restore_default_sigpipe();
-    }
     let rest = &argv[1.min(argv.len())..];
     if called_as == "computepi" {
         return hpcbox_lesson::computepi::main(rest);
@@ -137,12 +131,6 @@ fn main() -> ExitCode {
         Command::Qalter(a) => pbs_command("qalter", &a),
         Command::Pbsnodes(a) => pbs_command("pbsnodes", &a),
     }
-}
-
-fn restore_default_sigpipe() {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY: setting a signal's disposition to its default installs no handler code.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 fn pbs_command(name: &str, args: &PbsArgs) -> ExitCode {

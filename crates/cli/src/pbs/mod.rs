@@ -55,3 +55,12 @@ pub fn complete_id(client: &Client, id: &str) -> String {
         _ => id.to_string(),
     }
 }
+
+/// Writes a command's output. A reader that went away (`qstat | head`) ends the output
+/// quietly, as the C commands end, rather than with a panic; SIGPIPE stays ignored because
+/// the pool and the client rely on EPIPE being an error.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}

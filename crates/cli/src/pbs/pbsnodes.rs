@@ -51,6 +51,6 @@ pub fn run(args: &[String]) -> i32 {
     } else {
         pbsnodes::render_all(&nodes, &jiff::tz::TimeZone::system())
     };
-    print!("{text}");
+    super::emit(&text);
     0
 }

@@ -164,7 +164,7 @@ pub fn run(args: &[String]) -> i32 {
                 .is_some_and(|owner| owner.split('@').next() == Some(user.as_str()))
         });
     }
-    print!("{}", render_jobs(&jobs, &options, &server, &tz));
+    super::emit(&render_jobs(&jobs, &options, &server, &tz));
     exit
 }
 
