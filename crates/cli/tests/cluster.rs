@@ -473,3 +473,27 @@ fn qalter_changes_a_queued_job_and_refuses_a_running_one() {
     assert!(text(&out.stderr).starts_with("qalter: Cannot modify attribute while job running"));
     assert!(cluster.run("qdel", &[&running]).status.success());
 }
+
+#[test]
+fn an_offline_node_takes_no_new_job_until_it_is_back() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let nodes = text(&cluster.run("pbsnodes", &["-a"]).stdout);
+    let node = nodes.lines().next().unwrap().to_string();
+    let out = cluster.run("pbsnodes", &["-o", "-C", "disk check", &node]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&cluster.run("pbsnodes", &["-a"]).stdout);
+    assert!(shown.contains("     state = offline\n"), "{shown}");
+    assert!(shown.contains("     comment = disk check\n"), "{shown}");
+    let id = cluster.qsub("wait.pbs", "echo ran\n", &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(cluster.attr(&id, "job_state").as_deref(), Some("Q"));
+    assert!(cluster.run("pbsnodes", &["-r", &node]).status.success());
+    cluster.wait_state(&id, "F");
+    let out = cluster.run("pbsnodes", &["-o", "nosuchnode"]);
+    assert_eq!(out.status.code(), Some(15062 & 0xff));
+    assert!(
+        text(&out.stderr).starts_with("pbsnodes: Unknown node"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -137,3 +137,14 @@ impl ApiError {
 
 /// Every API answer: the value or the PBS error.
 pub type Answer<T> = Result<T, ApiError>;
+
+/// `POST /v1/nodes/state`: `pbsnodes -o` / `-r` of one vnode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeChange {
+    /// The vnode.
+    pub node: String,
+    /// Offline (`-o`) or back in service (`-r`).
+    pub offline: bool,
+    /// `-C`: a comment to set.
+    pub comment: Option<String>,
+}

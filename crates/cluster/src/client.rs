@@ -66,6 +66,14 @@ impl Client {
         self.call::<(), _>("GET", "/v1/nodes", None)
     }
 
+    /// Takes a vnode offline or puts it back in service.
+    pub fn set_node_state(
+        &self,
+        change: &crate::api::NodeChange,
+    ) -> Result<Answer<()>, ClientError> {
+        self.call("POST", "/v1/nodes/state", Some(change))
+    }
+
     /// Every queue's attributes.
     pub fn queues(&self) -> Result<Vec<StatusObject>, ClientError> {
         self.call::<(), _>("GET", "/v1/queues", None)

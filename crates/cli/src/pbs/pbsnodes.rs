@@ -14,6 +14,7 @@ const USAGE: &str =
 pub fn run(args: &[String]) -> i32 {
     let g = getopt("pbsnodes", "aloprsvF:C:D:S", args);
     let (mut list, mut as_json) = (false, false);
+    let (mut change, mut comment): (Option<bool>, Option<String>) = (None, None);
     for opt in &g.opts {
         match opt {
             Opt::Invalid(message) => {
@@ -22,12 +23,14 @@ pub fn run(args: &[String]) -> i32 {
             }
             Opt::Flag('l', _) => list = true,
             Opt::Flag('F', Some(format)) => as_json = format.eq_ignore_ascii_case("json"),
-            Opt::Flag('o' | 'r', _) => {
-                eprintln!("pbsnodes: taking vnodes offline is not supported by hpcbox yet");
-                return 1;
-            }
+            Opt::Flag('o', _) => change = Some(true),
+            Opt::Flag('r', _) => change = Some(false),
+            Opt::Flag('C', value) => comment = value.clone(),
             Opt::Flag(_, _) => {}
         }
+    }
+    if let Some(offline) = change {
+        return set_state(&g.operands, offline, comment);
     }
     let mut nodes = match super::client().nodes() {
         Ok(nodes) => nodes,
@@ -53,4 +56,33 @@ pub fn run(args: &[String]) -> i32 {
     };
     super::emit(&text);
     0
+}
+
+/// `pbsnodes -o` / `-r`: takes the vnodes offline or puts them back in service.
+fn set_state(nodes: &[String], offline: bool, comment: Option<String>) -> i32 {
+    if nodes.is_empty() {
+        eprint!("{USAGE}");
+        return 1;
+    }
+    let client = super::client();
+    let mut exit = 0;
+    for node in nodes {
+        let change = hpcbox_cluster::api::NodeChange {
+            node: node.clone(),
+            offline,
+            comment: comment.clone(),
+        };
+        match client.set_node_state(&change) {
+            Err(err) => return super::unreachable("pbsnodes", &err),
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                eprint!(
+                    "{}",
+                    hpcbox_pbs::errno::job_error_line("pbsnodes", error.code, node)
+                );
+                exit = hpcbox_pbs::errno::exit_code(error.code);
+            }
+        }
+    }
+    exit
 }

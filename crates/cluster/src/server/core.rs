@@ -167,6 +167,12 @@ pub struct Node {
     pub connected: bool,
     /// When its state last changed.
     pub state_changed: i64,
+    /// Taken out of service by the administrator (`pbsnodes -o`).
+    #[serde(default)]
+    pub offline: bool,
+    /// The administrator's comment (`pbsnodes -C`).
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// The server.
@@ -679,6 +685,7 @@ impl Core {
     fn node_object(&self, name: &str, node: &Node) -> StatusObject {
         let view = self.sched.node(name);
         let state = match (&view, node.connected) {
+            (_, false) if node.offline => "down,offline".to_string(),
             (_, false) => "down".to_string(),
             (Some(view), true) => view.state.to_string(),
             (None, true) => "state-unknown".to_string(),
@@ -720,9 +727,43 @@ impl Core {
                     used(view.total.ncpus, view.free.ncpus).to_string(),
                 );
         }
+        if let Some(comment) = &node.comment {
+            obj = obj.with("comment", comment.as_str());
+        }
         obj.with("resv_enable", "True")
             .with("sharing", "default_shared")
             .with("last_state_change_time", node.state_changed.to_string())
+    }
+
+    /// `pbsnodes -o` (offline) and `-r` (back in service) of vnode `name`, with an optional
+    /// comment; root only, as PBS allows managers and operators only.
+    pub fn set_node_offline(
+        &mut self,
+        name: &str,
+        offline: bool,
+        comment: Option<String>,
+        uid: u32,
+        now: i64,
+    ) -> Answer<()> {
+        if uid != 0 {
+            return Err(err(PbsErrno::Permission));
+        }
+        let Some(node) = self.nodes.get_mut(name) else {
+            return Err(err(PbsErrno::UnknownNode));
+        };
+        node.offline = offline;
+        if comment.is_some() {
+            node.comment = comment;
+        }
+        node.state_changed = now;
+        let event = match (offline, node.connected) {
+            (true, _) => Event::NodeOffline(name.to_string()),
+            (false, true) => Event::NodeUp(name.to_string()),
+            (false, false) => Event::NodeDown(name.to_string()),
+        };
+        let _ = self.sched.apply(event);
+        let _ = self.store.put_object(ObjectKind::Node, name, &*node);
+        Ok(())
     }
 
     /// `qstat -Q`: every queue's attributes.
@@ -825,10 +866,19 @@ impl Core {
         let name = report.name.clone();
         self.install_node(&name, &report);
         let _ = self.sched.apply(Event::NodeUp(name.clone()));
+        let (offline, comment) = self
+            .nodes
+            .get(&name)
+            .map_or((false, None), |old| (old.offline, old.comment.clone()));
+        if offline {
+            let _ = self.sched.apply(Event::NodeOffline(name.clone()));
+        }
         let node = Node {
             report,
             connected: true,
             state_changed: now,
+            offline,
+            comment,
         };
         let _ = self.store.put_object(ObjectKind::Node, &name, &node);
         self.nodes.insert(name.clone(), node);

@@ -14,7 +14,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Notify};
 
 use super::core::Core;
-use crate::api::{Answer, JobAction, StatusItem, StatusRequest, SubmitRequest, Submitted};
+use crate::api::{
+    Answer, JobAction, NodeChange, StatusItem, StatusRequest, SubmitRequest, Submitted,
+};
 use crate::home::StateDir;
 use crate::protocol::{decode_line, encode_line, AgentMessage, ServerMessage};
 use crate::store::Store;
@@ -142,6 +144,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", post(status))
         .route("/v1/jobs/action", post(action))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/state", post(node_state))
         .route("/v1/queues", get(queues))
         .route("/v1/server", get(server))
         .with_state(shared)
@@ -188,6 +191,22 @@ async fn action(
 
 async fn nodes(State(shared): State<Arc<Shared>>) -> Json<Vec<hpcbox_pbs::status::StatusObject>> {
     Json(shared.core.lock().expect("core lock").node_status())
+}
+
+async fn node_state(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(PeerUid(uid)): ConnectInfo<PeerUid>,
+    Json(req): Json<NodeChange>,
+) -> Json<Answer<()>> {
+    let answer = shared.core.lock().expect("core lock").set_node_offline(
+        &req.node,
+        req.offline,
+        req.comment,
+        uid,
+        now(),
+    );
+    shared.wake.notify_one();
+    Json(answer)
 }
 
 async fn queues(State(shared): State<Arc<Shared>>) -> Json<Vec<hpcbox_pbs::status::StatusObject>> {
