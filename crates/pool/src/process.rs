@@ -270,9 +270,23 @@ struct State {
     broken: Option<PoolError>,
 }
 
+/// Blocks SIGPIPE in the calling thread (the supervisor, and so the workers it forks): a write
+/// to a dead worker's pipe then fails with EPIPE, which the pool handles, even in a program that
+/// restored SIGPIPE's default disposition, where the signal would kill the whole process.
+fn block_sigpipe() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
 struct Shared {
     state: Mutex<State>,
     wake_w: OwnedFd,
+    /// A read end of the wake pipe kept as long as its write end: once the supervisor has
+    /// exited, a late wake finds a full or drained pipe (EAGAIN, ignored) rather than no reader,
+    /// which would raise SIGPIPE and kill a program that restored SIGPIPE's default.
+    _wake_reader: OwnedFd,
 }
 
 impl Shared {
@@ -325,6 +339,9 @@ impl Kind for Processes {
         let (wake_r, wake_w) = pipe().map_err(|e| PoolError::Spawn(e.to_string()))?;
         set_nonblocking(&wake_r);
         set_nonblocking(&wake_w);
+        let wake_reader = wake_r
+            .try_clone()
+            .map_err(|e| PoolError::Spawn(e.to_string()))?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -335,6 +352,7 @@ impl Kind for Processes {
                 broken: None,
             }),
             wake_w,
+            _wake_reader: wake_reader,
         });
         let lanes = Lanes::new(cfg.workers).map(Arc::new);
         let mut sup = Supervisor {
@@ -351,6 +369,7 @@ impl Kind for Processes {
         let handle = std::thread::Builder::new()
             .name("hpcbox-pool-supervisor".into())
             .spawn(move || {
+                block_sigpipe();
                 let started = sup.start_workers();
                 let failed = started.is_err();
                 let _ = tx.send(started);
