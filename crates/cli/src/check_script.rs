@@ -46,7 +46,7 @@ fn render(prepared: &Prepared, argv: &[String]) -> Result<String, String> {
         .destination()
         .map_err(|err| err.to_string())?
         .queue
-        .unwrap_or_else(|| "workq".to_string());
+        .unwrap_or_else(|| hpcbox_pbs::newjob::DEFAULT_QUEUE.to_string());
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let submit_arguments = full::encode_submit_arguments(&argv);
     let now = jiff::Timestamp::now().as_second();

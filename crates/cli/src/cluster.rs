@@ -294,7 +294,7 @@ pub fn start_cluster(args: &UpArgs) -> Result<String, String> {
             state.root().display()
         ));
     }
-    let queues: Vec<&str> = std::iter::once("workq")
+    let queues: Vec<&str> = std::iter::once(hpcbox_pbs::newjob::DEFAULT_QUEUE)
         .chain(args.queues.iter().map(String::as_str))
         .collect();
     Ok(format!(

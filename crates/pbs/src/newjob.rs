@@ -16,6 +16,9 @@ use crate::state::{substate, JobState};
 use crate::status::{Attribute, StatusObject, JOB_ATTRIBUTE_ORDER};
 use crate::ParseError;
 
+/// The queue a job goes to when it names none: PBS's default queue.
+pub const DEFAULT_QUEUE: &str = "workq";
+
 /// The project a job gets when it names none.
 pub const DEFAULT_PROJECT: &str = "_pbs_project_default";
 

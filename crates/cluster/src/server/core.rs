@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use hpcbox_pbs::errno::PbsErrno;
 use hpcbox_pbs::format::history::{finish_comment, job_run_comment, JobEnd};
 use hpcbox_pbs::jobid::{ArrayPart, JobId};
-use hpcbox_pbs::newjob::{queued_job, Submission};
+use hpcbox_pbs::newjob::{queued_job, Submission, DEFAULT_QUEUE};
 use hpcbox_pbs::qsub::{Operand, QsubOptions};
 use hpcbox_pbs::resource::ResourceDefs;
 use hpcbox_pbs::state::substate;
@@ -331,7 +331,7 @@ impl Core {
                 ApiError::with_text(PbsErrno::UnknownQueue.code(), e.to_string().trim_end())
             })?
             .queue
-            .unwrap_or_else(|| "workq".to_string());
+            .unwrap_or_else(|| DEFAULT_QUEUE.to_string());
         if !self.queues.contains_key(&queue) {
             return Err(err(PbsErrno::UnknownQueue));
         }
@@ -471,7 +471,7 @@ impl Core {
             .name
             .parse()
             .map_err(|_| err(PbsErrno::UnknownJobId))?;
-        let queue = job.attrs.get("queue").unwrap_or("workq").to_string();
+        let queue = job.attrs.get("queue").unwrap_or(DEFAULT_QUEUE).to_string();
         let ctime = job
             .attrs
             .get("ctime")
@@ -569,47 +569,32 @@ impl Core {
             return self.delete_array(seq, user, force, now);
         }
         let running_on = self.jobs[&seq].run.as_ref().map(|run| run.node.clone());
-        match running_on {
-            Some(node) if !force => {
-                let job = self.jobs.get_mut(&seq).expect("job exists");
-                job.deleted_by = Some(user.to_string());
-                let job_id = job.attrs.name.clone();
-                self.outbox.push((
-                    node,
-                    ServerMessage::Kill {
-                        job_id,
-                        grace: self.kill_delay,
-                    },
-                ));
-                self.persist(seq);
-                Ok(())
-            }
-            _ => {
-                let _ = self.sched.apply(Event::Delete(SchedId::job(seq)));
-                let job = self.jobs.get_mut(&seq).expect("job exists");
-                let was_running = job.run.is_some();
-                if let Some(node) = job.run.as_ref().map(|r| r.node.clone()) {
-                    let job_id = job.attrs.name.clone();
-                    self.outbox
-                        .push((node, ServerMessage::Kill { job_id, grace: 0 }));
-                }
-                let job = self.jobs.get_mut(&seq).expect("job exists");
-                if was_running {
-                    let comment = finish_comment(
-                        job.attrs.get("comment"),
-                        &JobEnd::Terminated {
-                            by: Some(user.to_string()),
-                        },
-                    );
-                    if let Some(comment) = comment {
-                        set(&mut job.attrs, "comment", comment);
-                    }
-                }
-                end_job(job, substate::TERMINATED, now);
-                self.persist(seq);
-                Ok(())
+        if let Some(node) = &running_on {
+            let job_id = self.jobs[&seq].attrs.name.clone();
+            let grace = if force { 0 } else { self.kill_delay };
+            self.outbox
+                .push((node.clone(), ServerMessage::Kill { job_id, grace }));
+        }
+        if running_on.is_some() && !force {
+            // It ends when its agent reports the kill done.
+            self.jobs.get_mut(&seq).expect("job exists").deleted_by = Some(user.to_string());
+            self.persist(seq);
+            return Ok(());
+        }
+        // Queued, or forced: over now.
+        let _ = self.sched.apply(Event::Delete(SchedId::job(seq)));
+        let job = self.jobs.get_mut(&seq).expect("job exists");
+        if running_on.is_some() {
+            let terminated = JobEnd::Terminated {
+                by: Some(user.to_string()),
+            };
+            if let Some(comment) = finish_comment(job.attrs.get("comment"), &terminated) {
+                set(&mut job.attrs, "comment", comment);
             }
         }
+        end_job(job, substate::TERMINATED, now);
+        self.persist(seq);
+        Ok(())
     }
 
     /// Deletes an array: its queued subjobs go at once, its running ones are killed.
@@ -826,7 +811,7 @@ impl Core {
                     count("E")
                 ),
             )
-            .with("default_queue", "workq")
+            .with("default_queue", DEFAULT_QUEUE)
             .with("pbs_version", env!("CARGO_PKG_VERSION"))
     }
 
@@ -916,39 +901,19 @@ impl Core {
 
     /// A message from an agent about one of its jobs.
     pub fn agent_message(&mut self, message: AgentMessage, now: i64) {
-        let (job_id, event) = match message {
+        let job_id = match &message {
             AgentMessage::Hello { .. } => return,
-            AgentMessage::Started { job_id, session } => (job_id, Ok(session)),
-            AgentMessage::StartFailed {
-                job_id,
-                exit_status,
-                message,
-            } => {
-                if let Some((seq, index)) = self.running_task(&job_id) {
-                    let job = self.jobs.get_mut(&seq).expect("job exists");
-                    if let Some(task) = job.task(index) {
-                        set(
-                            task.attrs,
-                            "comment",
-                            format!("Job failed to start: {message}"),
-                        );
-                    }
-                    self.task_ended(seq, index, exit_status, Usage::default(), now);
-                }
-                return;
-            }
-            AgentMessage::Ended {
-                job_id,
-                exit_status,
-                usage,
-            } => (job_id, Err((Some(exit_status), usage))),
-            AgentMessage::Usage { job_id, usage } => (job_id, Err((None, usage))),
+            AgentMessage::Started { job_id, .. }
+            | AgentMessage::StartFailed { job_id, .. }
+            | AgentMessage::Ended { job_id, .. }
+            | AgentMessage::Usage { job_id, .. } => job_id.clone(),
         };
         let Some((seq, index)) = self.running_task(&job_id) else {
             return;
         };
-        match event {
-            Ok(session) => {
+        match message {
+            AgentMessage::Hello { .. } => {}
+            AgentMessage::Started { session, .. } => {
                 let job = self.jobs.get_mut(&seq).expect("job exists");
                 if let Some(task) = job.task(index) {
                     set(task.attrs, "substate", substate::RUNNING.to_string());
@@ -960,8 +925,22 @@ impl Core {
                 });
                 self.persist(seq);
             }
-            Err((Some(exit_status), usage)) => self.task_ended(seq, index, exit_status, usage, now),
-            Err((None, usage)) => {
+            AgentMessage::StartFailed {
+                exit_status,
+                message,
+                ..
+            } => {
+                let job = self.jobs.get_mut(&seq).expect("job exists");
+                if let Some(task) = job.task(index) {
+                    let comment = format!("Job failed to start: {message}");
+                    set(task.attrs, "comment", comment);
+                }
+                self.task_ended(seq, index, exit_status, Usage::default(), now);
+            }
+            AgentMessage::Ended {
+                exit_status, usage, ..
+            } => self.task_ended(seq, index, exit_status, usage, now),
+            AgentMessage::Usage { usage, .. } => {
                 let job = self.jobs.get_mut(&seq).expect("job exists");
                 if let Some(task) = job.task(index) {
                     set_usage(task.attrs, &usage);

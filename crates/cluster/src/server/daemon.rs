@@ -20,6 +20,7 @@ use crate::api::{
 use crate::home::StateDir;
 use crate::protocol::{decode_line, encode_line, AgentMessage, ServerMessage};
 use crate::store::Store;
+use hpcbox_pbs::newjob::DEFAULT_QUEUE;
 
 /// How the server is started.
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub struct ServerConfig {
     pub state: StateDir,
     /// The server's name, the suffix of job ids.
     pub name: String,
-    /// Queues to create if missing (`workq` always exists).
+    /// Queues to create if missing (PBS's default queue always exists).
     pub queues: Vec<String>,
     /// Seconds between SIGTERM and SIGKILL when a running job is deleted.
     pub kill_delay: u64,
@@ -58,7 +59,7 @@ pub async fn run(config: ServerConfig) -> std::io::Result<()> {
     let mut core = Core::open(&config.name, store, jiff::tz::TimeZone::system())
         .map_err(std::io::Error::other)?;
     core.set_kill_delay(config.kill_delay);
-    for queue in std::iter::once("workq".to_string()).chain(config.queues.iter().cloned()) {
+    for queue in std::iter::once(DEFAULT_QUEUE.to_string()).chain(config.queues.iter().cloned()) {
         core.ensure_queue(&queue).map_err(std::io::Error::other)?;
     }
     let token = super::token::read_or_create(&config.state.token())?;
