@@ -139,6 +139,8 @@ fn the_lessons_testmpi_script_runs_unmodified_on_four_virtual_nodes() {
     let cluster = Cluster::up(&[
         "--nodes", "4", "--cpus", "1", "--mem", "1GB", "--queue", "defaultQ",
     ]);
+    let program = include_str!("../../../examples/lesson/mpi.py");
+    std::fs::write(cluster.work.join("mpi.py"), program).unwrap();
     let script = include_str!("../../../examples/lesson/testmpi.pbs");
     let id = cluster.qsub("testmpi.pbs", script, &[]);
     cluster.wait_state(&id, "F");
@@ -149,6 +151,40 @@ fn the_lessons_testmpi_script_runs_unmodified_on_four_virtual_nodes() {
     // Without environment modules, `module load` fails as it would, and the job goes on.
     let errors = cluster.read(&format!("testmpi.e{}", seq(&id)));
     assert!(errors.contains("module"), "{errors}");
+    if !system_mpi_with_mpi4py() {
+        return;
+    }
+    // Open MPI, told the job's hosts, starts all four ranks on the two-core machine.
+    assert_eq!(
+        cluster.attr(&id, "Exit_status").as_deref(),
+        Some("0"),
+        "{errors}"
+    );
+    let mut lines: Vec<String> = cluster.read("mpi.out").lines().map(String::from).collect();
+    lines.sort();
+    let expected: Vec<String> = (0..4)
+        .map(|rank| format!("I am rank {rank} in group of 4 processes."))
+        .collect();
+    assert_eq!(lines, expected, "{errors}");
+}
+
+/// Whether a job's login shell finds `mpiexec` and a `python` with mpi4py, as the lesson's
+/// script needs. `.ci/run` installs both and sets `HPCBOX_REQUIRE_MPI`, which turns their
+/// absence into a failure; elsewhere the MPI half of the test is skipped, saying so.
+fn system_mpi_with_mpi4py() -> bool {
+    let probe = Command::new("bash")
+        .args(["-lc", "command -v mpiexec && python -c 'import mpi4py'"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    let required = std::env::var_os("HPCBOX_REQUIRE_MPI").is_some();
+    assert!(
+        probe || !required,
+        "HPCBOX_REQUIRE_MPI is set but a login shell has no mpiexec or mpi4py"
+    );
+    if !probe {
+        eprintln!("skipping the MPI half: no mpiexec or mpi4py in a login shell (see .ci/run)");
+    }
+    probe
 }
 
 #[test]
@@ -229,29 +265,59 @@ fn qdel_ends_a_running_job_and_everything_it_started() {
         marker.display()
     );
     let id = cluster.qsub("bg.pbs", &script, &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&marker).is_ok_and(|s| s.ends_with('\n')) {
-        assert!(
-            Instant::now() < deadline,
-            "the job never started its daemon"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let daemon: i32 = std::fs::read_to_string(&marker)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let daemon = wait_for_pid(&marker);
     assert!(cluster.run("qdel", &[&id]).status.success());
     cluster.wait_state(&id, "F");
     assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("271"));
-    let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap_or_default();
-    assert!(
-        stat.is_empty() || stat.contains(") Z "),
-        "daemon {daemon} survived qdel: {stat}"
-    );
+    assert_gone(daemon);
     let comment = cluster.attr(&id, "comment").unwrap();
     assert!(comment.contains("and terminated"), "{comment}");
+}
+
+#[test]
+fn qdel_ends_the_ranks_a_system_mpiexec_started_in_the_job() {
+    if !system_mpi_with_mpi4py() {
+        return;
+    }
+    let cluster = Cluster::up(&["--nodes", "2", "--cpus", "1", "--mem", "256mb"]);
+    let script = "#PBS -l select=2:ncpus=1\ncd $PBS_O_WORKDIR\n\
+                  mpiexec -np 2 sh -c 'echo $$ > rank$OMPI_COMM_WORLD_RANK.pid; exec sleep 1000'\n";
+    let id = cluster.qsub("ranks.pbs", script, &[]);
+    let ranks: Vec<i32> = (0..2)
+        .map(|rank| wait_for_pid(&cluster.work.join(format!("rank{rank}.pid"))))
+        .collect();
+    assert!(cluster.run("qdel", &[&id]).status.success());
+    cluster.wait_state(&id, "F");
+    for rank in ranks {
+        assert_gone(rank);
+    }
+}
+
+/// The process id a job writes to `file` (a whole line), once it is there.
+fn wait_for_pid(file: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(file).is_ok_and(|s| s.ends_with('\n')) {
+        assert!(
+            Instant::now() < deadline,
+            "the job never wrote {}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Asserts that process `pid` has exited (a zombie awaiting its reaper counts as gone).
+fn assert_gone(pid: i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "process {pid} survived qdel: {stat}"
+    );
 }
 
 #[test]

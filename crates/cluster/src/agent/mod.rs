@@ -22,6 +22,7 @@
 //! ```
 
 mod job;
+mod mpi_env;
 mod setup;
 mod signals;
 

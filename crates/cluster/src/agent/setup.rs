@@ -11,6 +11,7 @@ use hpcbox_pbs::jobenv::{self, JobContext, Stream};
 use hpcbox_pbs::jobid::JobId;
 use nix::unistd::{Uid, User};
 
+use super::mpi_env::add_mpi_environment;
 use super::AgentConfig;
 use crate::exec::{Credentials, Launch, Program};
 use crate::protocol::JobStart;
@@ -218,7 +219,7 @@ fn prepare_files(
     files.tmpdir = Some(tmpdir.clone());
     make_tmpdir(&tmpdir, owner).map_err(|err| StartError::node("create TMPDIR", &tmpdir, err))?;
     let cookie = cookie().map_err(|err| StartError::new(JOB_EXEC_RETRY, err.to_string()))?;
-    let env = jobenv::job_environment(&JobContext {
+    let mut env = jobenv::job_environment(&JobContext {
         base: config.base_env.clone(),
         variable_list: job.variables.clone(),
         job_id: id.clone(),
@@ -235,6 +236,8 @@ fn prepare_files(
         tmpdir: tmpdir.to_string_lossy().into_owned(),
         interactive: false,
     });
+    let root = owner.map_or_else(|| Uid::effective().is_root(), |c| c.uid.is_root());
+    add_mpi_environment(&mut env, &nodefile.to_string_lossy(), root);
     Ok((program, env))
 }
 
