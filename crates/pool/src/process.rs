@@ -32,6 +32,7 @@ use crate::call::{
     Batch, BatchSender, Callable, Chunk, Config, Engine, Kind, Payload, Processes, Reporter, Runs,
 };
 use crate::error::{panic_message, Death, PoolError};
+use crate::xmem::{self, Span, SPAN_BYTES};
 
 const KIND_TASK: u8 = 0;
 const KIND_EXIT: u8 = 1;
@@ -136,20 +137,43 @@ struct Job {
     /// A chunk of primitive numbers not encoded yet: the supervisor copies its bytes straight
     /// to a lane (or into the frame, when no lane is free), sparing the caller a copy.
     raw: Option<Box<dyn RawItems>>,
+    /// Where a `raw` chunk's results go in the caller's output vector, when they are numbers
+    /// too: the worker may then copy both ways itself ([`xmem`]).
+    xmem_dst: Option<u64>,
+    /// The short frame sent when the worker copies the chunk itself.
+    xmem_wire: Option<Vec<u8>>,
 }
 
 impl Job {
     /// The bytes that go down the pipe for this job.
     fn wire(&self) -> &[u8] {
-        match &self.lane {
-            Some((_, wire)) => wire,
-            None => &self.frame,
+        match (&self.lane, &self.xmem_wire) {
+            (Some((_, wire)), _) | (None, Some(wire)) => wire,
+            (None, None) => &self.frame,
         }
     }
 
     /// The task's full size, whichever way it travels.
     fn size(&self) -> usize {
         self.frame.len() + self.raw.as_ref().map_or(0, |r| 1 + r.bytes().len())
+    }
+
+    /// The frame that tells a worker to copy this chunk from `src`, and its results to the
+    /// output vector, itself; `None` unless the job is a raw chunk with numeric results.
+    fn cross_memory_frame(&self) -> Option<Vec<u8>> {
+        let (raw, dst) = (self.raw.as_ref()?, self.xmem_dst?);
+        let bytes = raw.bytes();
+        let span = Span {
+            src: bytes.as_ptr() as u64,
+            src_bytes: bytes.len() as u64,
+            dst,
+        };
+        let mut frame = Vec::with_capacity(TASK_HEADER + 1 + SPAN_BYTES);
+        frame.extend_from_slice(&((TASK_HEADER - 4 + 1 + SPAN_BYTES) as u32).to_le_bytes());
+        frame.extend_from_slice(&self.frame[4..TASK_HEADER]); // kind and entry
+        frame.push(CODEC_XMEM);
+        frame.extend_from_slice(&span.encode());
+        Some(frame)
     }
 
     /// Encodes `raw` items into the frame, for the pipe.
@@ -363,6 +387,7 @@ impl Kind for Processes {
             pending: VecDeque::new(),
             last_sweep: Instant::now(),
             lanes,
+            cross_memory: cfg!(target_os = "linux"),
         };
         // Fork the first workers before returning, so worker_pids() is right at once.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -477,8 +502,14 @@ where
         let limit = cfg.max_message_bytes;
         let len = items.len();
         let raw_bytes = 1 + std::mem::size_of_val(items.as_slice());
+        // SAFETY: `first` is this chunk's first position in the output vector.
+        let xmem_dst = out
+            .as_ref()
+            .filter(|_| raw_size::<C::Output>().is_some() && raw_size::<T>().is_some())
+            .map(|out| unsafe { out.slot(first) } as u64);
+        let fits_lane = (LANE_MIN..=LANE_BYTES).contains(&raw_bytes);
         let (frame, raw): (Vec<u8>, Option<Box<dyn RawItems>>) = if raw_size::<T>().is_some()
-            && (LANE_MIN..=LANE_BYTES).contains(&raw_bytes)
+            && (fits_lane || (xmem_dst.is_some() && raw_bytes >= LANE_MIN))
             && raw_bytes <= limit
         {
             // A lane-sized chunk of numbers: the supervisor copies it where it goes.
@@ -501,6 +532,8 @@ where
         engine.push(Job {
             frame,
             lane: None,
+            xmem_dst: xmem_dst.filter(|_| raw.is_some()),
+            xmem_wire: None,
             raw,
             done: Box::new(move |end| {
                 let make = move || decode_end::<C::Output>(end, first, len, out);
@@ -553,6 +586,8 @@ fn raw_size<T: 'static>() -> Option<usize> {
 
 const CODEC_POSTCARD: u8 = 0;
 const CODEC_RAW: u8 = 1;
+/// The payload is a [`Span`]: the worker copies the items, and the results, itself.
+const CODEC_XMEM: u8 = 2;
 
 /// Appends a codec byte and the encoded items to `out`.
 fn encode_items<T: Serialize + 'static>(items: &[T], mut out: Vec<u8>) -> Result<Vec<u8>, String> {
@@ -623,6 +658,11 @@ fn decode_end<R: DeserializeOwned + 'static>(
     len: usize,
     out: Option<Arc<OutBuf<R>>>,
 ) -> Chunk<R> {
+    if let (Some(_), JobEnd::Reply(body)) = (&out, &end) {
+        if body.bytes() == [REPLY_WRITTEN] {
+            return Chunk::Written(len);
+        }
+    }
     if let (Some(out), JobEnd::Reply(body)) = (&out, &end) {
         if let Some(raw) = raw_values::<R>(body.bytes(), len) {
             // SAFETY: this chunk alone owns positions first..first + len; `raw` holds exactly
@@ -735,6 +775,9 @@ where
     // SAFETY: C is a zero-sized Copy type (asserted at compile time in `submit`): it has no
     // bytes and no invariant beyond existing, and a value of it existed in this process.
     let call: C = unsafe { std::ptr::NonNull::<C>::dangling().as_ptr().read() };
+    if let Some((&CODEC_XMEM, span)) = payload.split_first() {
+        return ChildReply::Frame(cross_memory_entry(call, span, limit));
+    }
     let reply = match decode_items::<T>(payload) {
         Err(e) => Reply::Failed(ChunkFailure::DecodeArgs(e)),
         Ok(items) => run_items(call, items),
@@ -751,6 +794,54 @@ where
         }
     }
     ChildReply::Frame(encode_reply(&reply, limit))
+}
+
+/// Runs a cross-memory chunk: copies the items out of the parent, runs them, and copies the
+/// results into the parent's output vector; the reply says which happened.
+fn cross_memory_entry<C, T>(call: C, span: &[u8], limit: usize) -> Vec<u8>
+where
+    C: Callable<T>,
+    T: 'static,
+    C::Output: Serialize + 'static,
+{
+    let small = |kind: u8| finish_reply(vec![0, 0, 0, 0, 0, kind], TAG_REPLY);
+    let (Some(span), Some(size)) = (Span::decode(span), raw_size::<T>()) else {
+        return small(REPLY_DECLINED);
+    };
+    let bytes = span.src_bytes as usize;
+    #[cfg(test)]
+    if tests::REFUSE_CROSS_MEMORY.load(Ordering::Relaxed) {
+        return small(REPLY_DECLINED);
+    }
+    if !bytes.is_multiple_of(size) || raw_size::<C::Output>().is_none() {
+        return small(REPLY_DECLINED);
+    }
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let n = bytes / size;
+    let mut items = Vec::<T>::with_capacity(n);
+    // SAFETY: the spare capacity holds `bytes` bytes, filled below before `set_len`; any bytes
+    // are a valid primitive number (raw_size).
+    let spare = unsafe { std::slice::from_raw_parts_mut(items.as_mut_ptr().cast::<u8>(), bytes) };
+    if xmem::read_from(parent, span.src, spare).is_err() {
+        return small(REPLY_DECLINED);
+    }
+    // SAFETY: all n items were just written.
+    unsafe { items.set_len(n) };
+    let reply = run_items(call, items);
+    if let Reply::AllOk(values) = &reply {
+        // SAFETY: the values are primitive numbers (raw_size): plain initialized bytes.
+        let raw = unsafe {
+            std::slice::from_raw_parts(
+                values.as_ptr().cast::<u8>(),
+                std::mem::size_of_val(values.as_slice()),
+            )
+        };
+        if xmem::write_to(parent, span.dst, raw).is_ok() {
+            return small(REPLY_WRITTEN);
+        }
+    }
+    encode_reply(&reply, limit)
 }
 
 fn run_items<C: Callable<T>, T>(call: C, items: Vec<T>) -> Reply<C::Output> {
@@ -784,6 +875,10 @@ fn run_items<C: Callable<T>, T>(call: C, items: Vec<T>) -> Reply<C::Output> {
 /// postcard [`Reply`].
 const REPLY_VALUES: u8 = 0;
 const REPLY_POSTCARD: u8 = 1;
+/// Every result is already in the caller's output vector (a cross-memory chunk).
+const REPLY_WRITTEN: u8 = 2;
+/// The kernel refused the worker the caller's memory: send the chunk another way.
+const REPLY_DECLINED: u8 = 3;
 
 fn encode_reply<R: Serialize + 'static>(reply: &Reply<R>, limit: usize) -> Vec<u8> {
     let mut head = vec![0u8; REPLY_HEADER];
@@ -989,6 +1084,8 @@ struct Worker {
     /// This worker's place in the lanes mapping, and which of its lanes hold a job.
     slot: usize,
     lane_busy: [bool; LANES],
+    /// Cross-memory jobs the worker declined, to be sent again another way.
+    declined: Vec<Job>,
 }
 
 struct Supervisor {
@@ -999,6 +1096,9 @@ struct Supervisor {
     pending: VecDeque<Job>,
     last_sweep: Instant,
     lanes: Option<Arc<Lanes>>,
+    /// Whether workers may copy numeric chunks to and from this process ([`xmem`]); cleared
+    /// for good the first time one is refused.
+    cross_memory: bool,
 }
 
 /// How often workers are checked with `waitpid` besides their pipe's end of file (which can
@@ -1081,6 +1181,7 @@ impl Supervisor {
                     eof: false,
                     slot,
                     lane_busy: [false; LANES],
+                    declined: Vec::new(),
                 });
                 Ok(())
             }
@@ -1105,6 +1206,8 @@ impl Supervisor {
                 return;
             }
             if let Some(err) = broken {
+                // Killed first: a worker must never write into a vector whose job is gone.
+                self.kill_all();
                 self.cancel_all(err);
             }
             self.dispatch();
@@ -1174,6 +1277,13 @@ impl Supervisor {
             self.lanes.as_ref(),
             &mut init_failed,
         );
+        if !w.declined.is_empty() {
+            self.cross_memory = false;
+            for job in w.declined.drain(..).rev() {
+                self.pending.push_front(job);
+            }
+        }
+        let w = &mut self.workers[i];
         if let Some(msg) = init_failed {
             let err = PoolError::InitializerFailed(msg);
             for job in w.inflight.drain(..) {
@@ -1271,10 +1381,13 @@ impl Supervisor {
             let Some(mut job) = self.pending.pop_front() else {
                 return;
             };
-            if let Some(lanes) = &self.lanes {
+            if self.cross_memory {
+                job.xmem_wire = job.cross_memory_frame();
+            }
+            if let (Some(lanes), None) = (&self.lanes, &job.xmem_wire) {
                 job.lane = w.put_in_lane(lanes, &job);
             }
-            if job.lane.is_none() {
+            if job.lane.is_none() && job.xmem_wire.is_none() {
                 job.materialize();
             }
             // Counted at full size even when in a lane: a worker holds few large jobs.
@@ -1511,9 +1624,14 @@ impl Worker {
                     *init_failed = Some(msg.into_owned());
                 }
                 TAG_REPLY => {
-                    let Some(job) = self.complete_front() else {
+                    let Some(mut job) = self.complete_front() else {
                         return false;
                     };
+                    if frame[REPLY_HEADER..] == [REPLY_DECLINED] && job.xmem_wire.is_some() {
+                        job.xmem_wire = None;
+                        self.declined.push(job);
+                        continue;
+                    }
                     (job.done)(JobEnd::Reply(ReplyBody::Frame(frame, REPLY_HEADER)));
                 }
                 TAG_REPLY_LANE if frame.len() == LANE_REPLY_FRAME => {
@@ -1604,6 +1722,29 @@ fn reap(pid: Pid) -> Death {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Makes workers forked from now on decline cross-memory chunks, as a kernel that forbids
+    /// them would.
+    pub(super) static REFUSE_CROSS_MEMORY: AtomicBool = AtomicBool::new(false);
+
+    fn double(x: u32) -> f64 {
+        f64::from(x) * 2.0
+    }
+
+    #[test]
+    fn declined_cross_memory_chunks_go_through_lanes_and_pipes_instead() {
+        REFUSE_CROSS_MEMORY.store(true, Ordering::Relaxed);
+        let pool = crate::Pool::new(2).unwrap();
+        REFUSE_CROSS_MEMORY.store(false, Ordering::Relaxed);
+        let want: Vec<f64> = (0..1_000_000u32).map(double).collect();
+        // Lane-sized chunks, then chunks too large for a lane.
+        assert_eq!(pool.map(double, 0..1_000_000u32).unwrap(), want);
+        assert_eq!(
+            pool.map_chunksize(double, 0..1_000_000u32, 600_000)
+                .unwrap(),
+            want
+        );
+    }
 
     #[test]
     fn numbers_travel_raw_and_the_rest_by_postcard() {

@@ -836,6 +836,31 @@ fn large_chunks_go_through_shared_lanes_and_survive_deaths() {
     assert_eq!(pool.map(triple, 0..600_000).unwrap(), want);
 }
 
+fn panics_at_345_678(x: u32) -> f32 {
+    assert!(x != 345_678, "no {x}");
+    x as f32
+}
+
+#[test]
+fn numeric_maps_of_any_chunk_size_match_serial_and_name_a_panicking_item() {
+    let pool = Pool::new(2).unwrap();
+    let want: Vec<f32> = (0..700_000u32).map(|x| x as f32).collect();
+    let items = || (0..700_000u32).map(|x| if x == 345_678 { 0 } else { x });
+    for chunksize in [1_000, 50_000, 350_000, 700_000] {
+        let got = pool.map_chunksize(panics_at_345_678, items(), chunksize);
+        let mut want = want.clone();
+        want[345_678] = 0.0;
+        assert_eq!(got.unwrap(), want, "chunksize {chunksize}");
+        let err = pool
+            .map_chunksize(panics_at_345_678, 0..700_000u32, chunksize)
+            .unwrap_err();
+        assert!(
+            matches!(&err, PoolError::Panicked { index: 345_678, message } if message.contains("no 345678")),
+            "chunksize {chunksize}: {err:?}"
+        );
+    }
+}
+
 #[test]
 fn imap_next_with_a_timeout() {
     let (report, release) = (Pipe::new(), Pipe::new());
