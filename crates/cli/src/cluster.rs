@@ -8,6 +8,7 @@ use hpcbox_cluster::client::Client;
 use hpcbox_cluster::home::StateDir;
 use hpcbox_cluster::protocol::NodeReport;
 use hpcbox_cluster::server::daemon::{self, ServerConfig};
+use hpcbox_pbs::duration::Duration as PbsDuration;
 use hpcbox_pbs::size::Size;
 
 use crate::submission::host_name;
@@ -28,6 +29,10 @@ pub struct UpArgs {
     /// Another queue to create beside `workq` (repeatable), e.g. `--queue defaultQ`.
     #[arg(long = "queue")]
     pub queues: Vec<String>,
+    /// How long finished jobs stay visible to `qstat -x` (PBS's `job_history_duration`,
+    /// `HH:MM:SS` or seconds; default two weeks). Applies when the server starts.
+    #[arg(long)]
+    pub history: Option<PbsDuration>,
 }
 
 /// `hpcbox server`'s options.
@@ -42,6 +47,9 @@ pub struct ServerArgs {
     /// Seconds between SIGTERM and SIGKILL when a running job is deleted.
     #[arg(long, default_value_t = 10)]
     kill_delay: u64,
+    /// How long finished jobs stay visible to `qstat -x` (`HH:MM:SS` or seconds).
+    #[arg(long, default_value = "336:00:00")]
+    history: PbsDuration,
 }
 
 /// `hpcbox agent`'s options.
@@ -102,6 +110,7 @@ pub fn server(args: ServerArgs) -> ExitCode {
         name: args.name.unwrap_or_else(short_host),
         queues: args.queues,
         kill_delay: args.kill_delay,
+        history_seconds: args.history.as_secs(),
     };
     match runtime().and_then(|rt| rt.block_on(daemon::run(config))) {
         Ok(()) => ExitCode::SUCCESS,
@@ -240,6 +249,9 @@ pub fn start_cluster(args: &UpArgs) -> Result<String, String> {
     let mut server_args = vec!["server".to_string()];
     for queue in &args.queues {
         server_args.extend(["--queue".to_string(), queue.clone()]);
+    }
+    if let Some(history) = &args.history {
+        server_args.extend(["--history".to_string(), history.as_secs().to_string()]);
     }
     let already_up = running("server") && client.server().is_ok();
     if !running("server") {

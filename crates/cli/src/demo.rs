@@ -67,6 +67,7 @@ fn demo(dir: &Path, args: &DemoArgs) -> Result<(), String> {
         cpus: Some(cpus),
         mem: None,
         queues: Vec::new(),
+        history: None,
     };
     println!("$ hpcbox up --cpus {cpus}");
     print!("{}", start_cluster(&up)?);

@@ -321,13 +321,25 @@ fn assert_gone(pid: i32) {
 }
 
 #[test]
-fn a_server_killed_with_sigkill_loses_no_job() {
-    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
-    let blocker = cluster.qsub("block.pbs", "sleep 5\n", &[]);
-    cluster.wait_state(&blocker, "R");
-    let ids: Vec<String> = (0..5)
-        .map(|k| cluster.qsub(&format!("j{k}.pbs"), &format!("echo {k}\n"), &[]))
-        .collect();
+fn finished_jobs_leave_the_history_when_it_runs_out() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb", "--history", "3"]);
+    let server = text(&cluster.run("qstat", &["-B", "-f"]).stdout);
+    assert!(server.contains("    job_history_enable = True\n"), "{server}");
+    assert!(server.contains("    job_history_duration = 00:00:03\n"), "{server}");
+    let id = cluster.qsub("quick.pbs", "true\n", &[]);
+    cluster.wait_state(&id, "F");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.attr(&id, "job_state").is_some() {
+        assert!(Instant::now() < deadline, "job {id} never left the history");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = cluster.run("qstat", &["-x", &id]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("Unknown Job Id"), "{}", text(&out.stderr));
+}
+
+/// Kills the cluster's server with SIGKILL and starts it again with `up_args`.
+fn kill_and_restart_server(cluster: &Cluster, up_args: &[&str]) {
     let server_pid: i32 = std::fs::read_to_string(cluster.state().join("server.pid"))
         .unwrap()
         .trim()
@@ -338,8 +350,37 @@ fn a_server_killed_with_sigkill_loses_no_job() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let out = cluster.run("up", &["--cpus", "1", "--mem", "256mb"]);
+    let out = cluster.run("up", up_args);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_array_running_across_a_server_restart_keeps_its_cpus_and_finishes() {
+    let up = ["--cpus", "1", "--mem", "256mb"];
+    let cluster = Cluster::up(&up);
+    let id = cluster.qsub("arr.pbs", "sleep 4\n", &["-J", "1-3"]);
+    let sub = |i: u32| id.replacen("[]", &format!("[{i}]"), 1);
+    cluster.wait_state(&sub(1), "R");
+    kill_and_restart_server(&cluster, &up);
+    // Subjob 1 kept the one CPU across the restart: subjob 2 waits for it.
+    assert_eq!(cluster.attr(&sub(1), "job_state").as_deref(), Some("R"));
+    assert_eq!(cluster.attr(&sub(2), "job_state").as_deref(), Some("Q"));
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("0"));
+    for i in 1..=3 {
+        assert_eq!(cluster.attr(&sub(i), "Exit_status").as_deref(), Some("0"));
+    }
+}
+
+#[test]
+fn a_server_killed_with_sigkill_loses_no_job() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let blocker = cluster.qsub("block.pbs", "sleep 5\n", &[]);
+    cluster.wait_state(&blocker, "R");
+    let ids: Vec<String> = (0..5)
+        .map(|k| cluster.qsub(&format!("j{k}.pbs"), &format!("echo {k}\n"), &[]))
+        .collect();
+    kill_and_restart_server(&cluster, &["--cpus", "1", "--mem", "256mb"]);
     // The running job kept its CPU across the restart: nothing else starts beside it.
     assert_eq!(cluster.attr(&blocker, "job_state").as_deref(), Some("R"));
     assert_eq!(cluster.attr(&ids[0], "job_state").as_deref(), Some("Q"));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::decision::{ChunkPlacement, Comment, Decision, Reason, Start};
 use crate::error::SchedError;
-use crate::model::{JobId, JobSpec, Policy};
+use crate::model::{JobId, Policy};
 use crate::place::{Placer, ResIdx, View, NCPUS, NGPUS};
 use crate::sched::{fingerprint, Avail, Key, Release, Run, RunChunk, Scheduler, ShapeCache, Slot};
 
@@ -826,49 +826,23 @@ impl Scheduler {
         }
     }
 
-    /// Submits a job that already runs and places it on `vnodes` (one per chunk, in select
-    /// order), started and confirmed at `at`. Refused, changing nothing, for arrays, unknown
-    /// vnodes or a vnode count that does not match the select.
-    pub(crate) fn restore(
+    /// Starts job or subjob `id` on `placement` (chunk term and vnode, in select order),
+    /// started and confirmed at `at`: a run the server found going on after a restart.
+    pub(crate) fn place_running(
         &mut self,
-        spec: JobSpec,
-        vnodes: &[String],
+        id: JobId,
+        placement: &[(u16, u32)],
         at: u64,
     ) -> Result<(), SchedError> {
-        if spec.array.is_some() {
-            return Err(SchedError::Invalid(
-                "an array cannot be restored as one job".into(),
-            ));
-        }
-        let terms: Vec<u16> = spec
-            .select
-            .iter()
-            .enumerate()
-            .flat_map(|(t, c)| std::iter::repeat_n(t as u16, c.count as usize))
-            .collect();
-        let nodes: Option<Vec<u32>> = vnodes
-            .iter()
-            .map(|v| self.node_index.get(v.as_str()).copied())
-            .collect();
-        let Some(nodes) = nodes.filter(|n| n.len() == terms.len()) else {
-            return Err(SchedError::Invalid(format!(
-                "job {} runs on {vnodes:?}, which does not match its select",
-                spec.seq
-            )));
-        };
-        let seq = spec.seq;
-        self.submit(spec)?;
-        let placement: Vec<(u16, u32)> = terms.into_iter().zip(nodes).collect();
         let walltime = self
             .jobs
-            .get(&seq)
+            .get(&id.seq)
             .map_or(self.config.default_walltime, |job| self.walltime_of(job));
         self.ensure_agg();
         self.ensure_totals();
         let mut ctx = self.new_ctx();
         let mut out = Vec::new();
-        let id = JobId::job(seq);
-        self.start(id, &placement, at, walltime, false, &mut ctx, &mut out);
+        self.start(id, placement, at, walltime, false, &mut ctx, &mut out);
         self.agg_free = std::mem::take(&mut ctx.agg_free);
         self.confirm(id, at)
     }

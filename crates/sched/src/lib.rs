@@ -24,6 +24,7 @@ mod deps;
 mod error;
 mod model;
 mod place;
+mod restore;
 mod sched;
 pub mod sim;
 mod table;
@@ -33,7 +34,7 @@ pub use decision::{ChunkPlacement, Comment, Decision, DeleteReason, Reason, Star
 pub use error::SchedError;
 pub use model::{
     format_size_kb, Alter, Arrangement, ArraySpec, ChunkSpec, Config, DependKind, Dependency,
-    Event, JobId, JobSpec, NodeSpec, NodeState, Place, Policy, QueueSpec, Resources, Sharing,
-    FIVE_YEARS,
+    Event, JobId, JobSpec, NodeSpec, NodeState, Place, Policy, QueueSpec, Resources,
+    RestoredSubjob, Sharing, SubjobState, FIVE_YEARS,
 };
 pub use sched::{JobState, MemoryEstimate, NodeView, Scheduler};

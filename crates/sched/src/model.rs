@@ -565,4 +565,41 @@ pub enum Event {
         /// When it started (seconds).
         at: u64,
     },
+    /// An array as the server finds it after a restart: submitted whole, with what became of
+    /// each subjob that started or was deleted; the other indices wait to start. Subjobs start
+    /// in index order, so the started ones must be the first indices not deleted.
+    RestoreArray {
+        /// The array, with its whole range.
+        job: Box<JobSpec>,
+        /// The subjobs that are no longer waiting, in any order.
+        subjobs: Vec<RestoredSubjob>,
+    },
+}
+
+/// A subjob of an array handed back with [`Event::RestoreArray`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredSubjob {
+    /// Its index.
+    pub index: u32,
+    /// What became of it.
+    pub state: SubjobState,
+}
+
+/// Where a subjob of a restored array stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubjobState {
+    /// It ran and ended, with exit status 0 (`ok`) or not.
+    Ended {
+        /// Whether it exited 0.
+        ok: bool,
+    },
+    /// It was deleted before it ran.
+    Deleted,
+    /// It runs: on `vnodes` (one per chunk, in select order, counts expanded), since `at`.
+    Running {
+        /// Where each chunk runs.
+        vnodes: Vec<String>,
+        /// When it started (seconds).
+        at: u64,
+    },
 }

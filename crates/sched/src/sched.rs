@@ -448,6 +448,7 @@ impl Scheduler {
             Event::Submit(spec) => self.submit(*spec),
             Event::StartConfirmed { job, at } => self.confirm(job, at),
             Event::Restore { job, vnodes, at } => self.restore(*job, &vnodes, at),
+            Event::RestoreArray { job, subjobs } => self.restore_array(*job, subjobs),
             Event::Requeue(job) => self.requeue(job),
             Event::Finish { job, exit_status } => self.finish(job, exit_status == 0),
             Event::Hold(job) => self.set_hold(job, true),
@@ -934,7 +935,7 @@ impl Scheduler {
     }
 
     /// Records that a job or subjob ended (ran or not), and wakes its dependents.
-    fn record_end(&mut self, id: JobId, ok: bool, ran: bool) {
+    pub(crate) fn record_end(&mut self, id: JobId, ok: bool, ran: bool) {
         let Some(job) = self.jobs.get_mut(&id.seq) else {
             return;
         };
@@ -1044,7 +1045,7 @@ impl Scheduler {
         }
     }
 
-    fn delete_pending_index(&mut self, seq: u64, index: u32) {
+    pub(crate) fn delete_pending_index(&mut self, seq: u64, index: u32) {
         if let Some(a) = self.jobs.get_mut(&seq).and_then(|j| j.array.as_mut()) {
             if !a.requeued.remove(&index) {
                 a.deleted.insert(index);

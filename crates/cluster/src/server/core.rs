@@ -13,7 +13,8 @@ use hpcbox_pbs::resource::ResourceDefs;
 use hpcbox_pbs::state::substate;
 use hpcbox_pbs::status::{split_variable_list, StatusObject, JOB_ATTRIBUTE_ORDER};
 use hpcbox_sched::{
-    Decision, Event, JobId as SchedId, JobSpec, NodeSpec, QueueSpec, Resources, Scheduler,
+    Decision, Event, JobId as SchedId, JobSpec, NodeSpec, QueueSpec, Resources, RestoredSubjob,
+    Scheduler, SubjobState,
 };
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
@@ -187,7 +188,14 @@ pub struct Core {
     outbox: Vec<(String, ServerMessage)>,
     tz: TimeZone,
     kill_delay: u64,
+    /// How long a finished job stays visible to `qstat -x` (PBS's `job_history_duration`).
+    history_seconds: u64,
+    /// When finished jobs were last purged.
+    last_purge: i64,
 }
+
+/// PBS's default `job_history_duration`: two weeks.
+pub const DEFAULT_HISTORY_SECONDS: u64 = 14 * 24 * 3600;
 
 fn err(errno: PbsErrno) -> ApiError {
     ApiError::from_code(errno.code())
@@ -207,6 +215,8 @@ impl Core {
             outbox: Vec::new(),
             tz,
             kill_delay: 10,
+            history_seconds: DEFAULT_HISTORY_SECONDS,
+            last_purge: i64::MIN,
         };
         for (_, queue) in core.store.objects::<QueueSpec>(ObjectKind::Queue)? {
             core.install_queue(queue);
@@ -227,8 +237,9 @@ impl Core {
     }
 
     /// Hands a job reloaded from the store back to the scheduler: a queued job is submitted, a
-    /// running one is placed where it runs (its agent re-reports it), and an array that had
-    /// begun is submitted for the indices it has not started.
+    /// running one is placed where it runs (its agent re-reports it), and an array is
+    /// submitted whole with its started subjobs replayed: the running ones placed where they
+    /// run, the ended ones counted as ended.
     fn reschedule(&mut self, job: &Job) {
         let outcome = match (&job.run, job.spec.array) {
             (None, None) => self.sched.apply(Event::Submit(Box::new(job.spec.clone()))),
@@ -241,25 +252,17 @@ impl Core {
                     at,
                 })
             }
-            (_, Some(range)) => {
-                let mut rest = range.indices().skip_while(|i| job.subjobs.contains_key(i));
-                let Some(first) = rest.next() else {
-                    return;
-                };
-                if rest.any(|i| job.subjobs.contains_key(&i)) {
-                    tracing::warn!(
-                        "array {} started out of order; its rest is not resubmitted",
-                        job.seq
-                    );
-                    return;
-                }
-                let mut spec = job.spec.clone();
-                spec.array = Some(hpcbox_sched::ArraySpec {
-                    start: first,
-                    ..range
-                });
-                self.sched.apply(Event::Submit(Box::new(spec)))
-            }
+            (_, Some(_)) => self.sched.apply(Event::RestoreArray {
+                job: Box::new(job.spec.clone()),
+                subjobs: job
+                    .subjobs
+                    .iter()
+                    .map(|(&index, sub)| RestoredSubjob {
+                        index,
+                        state: restored_state(sub),
+                    })
+                    .collect(),
+            }),
         };
         if let Err(e) = outcome {
             tracing::warn!(
@@ -277,6 +280,35 @@ impl Core {
     /// Sets how long a deleted job gets between SIGTERM and SIGKILL.
     pub fn set_kill_delay(&mut self, seconds: u64) {
         self.kill_delay = seconds;
+    }
+
+    /// Sets how long a finished job stays visible to `qstat -x`.
+    pub fn set_history_duration(&mut self, seconds: u64) {
+        self.history_seconds = seconds;
+    }
+
+    /// Forgets the finished jobs whose history has run out (at most once a second): gone from
+    /// `qstat -x` and from the store, as PBS purges jobs past `job_history_duration`.
+    fn purge_history(&mut self, now: i64) {
+        if now <= self.last_purge {
+            return;
+        }
+        self.last_purge = now;
+        let horizon = now.saturating_sub(i64::try_from(self.history_seconds).unwrap_or(i64::MAX));
+        let expired: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|job| job.finished && finish_time(job).is_some_and(|t| t <= horizon))
+            .map(|job| job.seq)
+            .collect();
+        for seq in expired {
+            match self.store.remove_job(seq) {
+                Ok(()) => {
+                    self.jobs.remove(&seq);
+                }
+                Err(e) => tracing::error!("could not purge job {seq}: {e}"),
+            }
+        }
     }
 
     /// Creates queue `name` (enabled and started) unless it exists.
@@ -813,6 +845,11 @@ impl Core {
             )
             .with("default_queue", DEFAULT_QUEUE)
             .with("pbs_version", env!("CARGO_PKG_VERSION"))
+            .with("job_history_enable", "True")
+            .with(
+                "job_history_duration",
+                hpcbox_pbs::duration::Duration::from_secs(self.history_seconds).to_string(),
+            )
     }
 
     /// The job an id names, and the subjob index when it names one subjob.
@@ -1006,6 +1043,7 @@ impl Core {
     /// Runs a scheduling cycle at `now` and acts on its decisions: starts go to agents,
     /// comments to the waiting jobs.
     pub fn schedule(&mut self, now: i64) {
+        self.purge_history(now);
         self.release_waiting(now);
         for decision in self.sched.cycle(now.max(0) as u64) {
             match decision {
@@ -1188,6 +1226,24 @@ impl Core {
             }
         }
     }
+}
+
+/// Where a started subjob stands, for the scheduler after a restart.
+fn restored_state(sub: &SubJob) -> SubjobState {
+    match &sub.run {
+        Some(run) if !sub.finished => SubjobState::Running {
+            vnodes: exec_vnodes(sub.attrs.get("exec_vnode").unwrap_or_default()),
+            at: run.started.max(0) as u64,
+        },
+        _ => SubjobState::Ended {
+            ok: sub.attrs.get("Exit_status") == Some("0"),
+        },
+    }
+}
+
+/// When a finished job ended (its `mtime`, set as it ended).
+fn finish_time(job: &Job) -> Option<i64> {
+    job.attrs.get("mtime").and_then(|t| t.parse().ok())
 }
 
 /// The vnode of each chunk of an `exec_vnode` value: `(n1:ncpus=1)+(n2:ncpus=2)` → n1, n2.

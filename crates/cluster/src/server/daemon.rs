@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub queues: Vec<String>,
     /// Seconds between SIGTERM and SIGKILL when a running job is deleted.
     pub kill_delay: u64,
+    /// How long finished jobs stay visible to `qstat -x`, in seconds.
+    pub history_seconds: u64,
 }
 
 /// The path of the agents' socket in a state directory.
@@ -59,6 +61,7 @@ pub async fn run(config: ServerConfig) -> std::io::Result<()> {
     let mut core = Core::open(&config.name, store, jiff::tz::TimeZone::system())
         .map_err(std::io::Error::other)?;
     core.set_kill_delay(config.kill_delay);
+    core.set_history_duration(config.history_seconds);
     for queue in std::iter::once(DEFAULT_QUEUE.to_string()).chain(config.queues.iter().cloned()) {
         core.ensure_queue(&queue).map_err(std::io::Error::other)?;
     }
