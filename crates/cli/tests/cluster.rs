@@ -324,8 +324,14 @@ fn assert_gone(pid: i32) {
 fn finished_jobs_leave_the_history_when_it_runs_out() {
     let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb", "--history", "3"]);
     let server = text(&cluster.run("qstat", &["-B", "-f"]).stdout);
-    assert!(server.contains("    job_history_enable = True\n"), "{server}");
-    assert!(server.contains("    job_history_duration = 00:00:03\n"), "{server}");
+    assert!(
+        server.contains("    job_history_enable = True\n"),
+        "{server}"
+    );
+    assert!(
+        server.contains("    job_history_duration = 00:00:03\n"),
+        "{server}"
+    );
     let id = cluster.qsub("quick.pbs", "true\n", &[]);
     cluster.wait_state(&id, "F");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -335,7 +341,11 @@ fn finished_jobs_leave_the_history_when_it_runs_out() {
     }
     let out = cluster.run("qstat", &["-x", &id]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("Unknown Job Id"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Unknown Job Id"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// Kills the cluster's server with SIGKILL and starts it again with `up_args`.
