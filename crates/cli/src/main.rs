@@ -46,9 +46,12 @@ enum Command {
     },
     /// Start a program as N ranks of hpcbox-comm (`hpcbox mpiexec -n 4 ./prog`).
     Mpiexec(mpiexec::MpiexecArgs),
-    /// Run a command at several process counts (`{n}` in it) and report speed-up,
+    /// Run a command at several process counts and report speed-up,
     /// efficiency, Amdahl's serial fraction and the sweet spot, with PNG and SVG plots.
     Scale(scale::ScaleArgs),
+    /// One subjob of `hpcbox scale --submit`'s job array (run by the cluster, not by hand).
+    #[command(hide = true)]
+    ScaleSubjob(scale::SubjobArgs),
     /// Replay a workload (an SWF trace or a synthetic one) through the scheduler in virtual
     /// time, and report utilization, waits and bounded slowdown.
     Sim(sim::SimArgs),
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Command::CheckScript(args) => check_script::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Scale(args) => scale::run(args),
+        Command::ScaleSubjob(args) => scale::subjob(args),
         Command::Mpiexec(args) => mpiexec::run(args),
         Command::Computepi(a) => hpcbox_lesson::computepi::main(&a.args),
         Command::Qsub(a) => pbs_command("qsub", &a),

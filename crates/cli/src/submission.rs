@@ -3,6 +3,7 @@
 
 use std::io::Read;
 
+use hpcbox_cluster::api::SubmitRequest;
 use hpcbox_pbs::jobenv::{submitter_variables, Submitter};
 use hpcbox_pbs::qsub::{parse_args, Operand, QsubArgs, QsubError, QsubOptions};
 use hpcbox_pbs::script::scan;
@@ -22,6 +23,28 @@ pub struct Prepared {
     pub user: String,
     /// `Variable_List`: `PBS_O_*`, then `-v`/`-V` variables.
     pub variables: Vec<(String, String)>,
+}
+
+impl Prepared {
+    /// The server request that submits this job, for `argv` (qsub's arguments as given); a
+    /// `-a` time is resolved against the clock now.
+    pub fn request(&self, argv: &[String]) -> SubmitRequest {
+        SubmitRequest {
+            argv: argv.to_vec(),
+            options: self.options.clone(),
+            operand: self.args.operand.clone(),
+            script: self.script.clone(),
+            variables: self.variables.clone(),
+            workdir: self.submitter.workdir.clone(),
+            submit_host: self.submitter.host.clone(),
+            execution_time: self
+                .options
+                .execution_time
+                .as_ref()
+                .and_then(|at| at.resolve(&jiff::Zoned::now()))
+                .map(|at| at.as_second()),
+        }
+    }
 }
 
 /// Why a job could not be prepared: `qsub`'s own error, or the script could not be read.

@@ -127,6 +127,52 @@ pub fn sweet_spot(points: &[Point], threshold: f64) -> Option<u32> {
     sorted.last().map(|p| p.procs)
 }
 
+/// One run of a sweep: a process count and which of its repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// How many processes.
+    pub procs: u32,
+    /// Which repeat of that count, from 1.
+    pub repeat: u32,
+}
+
+/// Every run of a sweep of `procs`, `repeat` times each, repeat by repeat (every count once,
+/// then every count again), so that a drift of the machine over the sweep spreads over all
+/// the counts instead of biasing the last ones.
+pub fn runs(procs: &[u32], repeat: u32) -> Vec<Run> {
+    (1..=repeat)
+        .flat_map(|r| {
+            procs.iter().map(move |&n| Run {
+                procs: n,
+                repeat: r,
+            })
+        })
+        .collect()
+}
+
+/// The points of `procs` (in that order) from timed runs: each run's seconds go to its count.
+pub fn points_of(procs: &[u32], timed: &[(Run, f64)]) -> Vec<Point> {
+    procs
+        .iter()
+        .map(|&n| Point {
+            procs: n,
+            seconds: timed
+                .iter()
+                .filter(|(run, _)| run.procs == n)
+                .map(|&(_, s)| s)
+                .collect(),
+        })
+        .collect()
+}
+
+/// `command` with every `{n}` replaced by `procs`.
+pub fn command_for(command: &[String], procs: u32) -> Vec<String> {
+    command
+        .iter()
+        .map(|a| a.replace("{n}", &procs.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +223,19 @@ mod tests {
         };
         assert_eq!(spread.mean(), 2.0);
         assert!((spread.stddev() - 2f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn runs_go_repeat_by_repeat_and_come_back_as_points() {
+        let plan = runs(&[1, 2], 2);
+        let pairs: Vec<(u32, u32)> = plan.iter().map(|r| (r.procs, r.repeat)).collect();
+        assert_eq!(pairs, [(1, 1), (2, 1), (1, 2), (2, 2)]);
+        let timed: Vec<(Run, f64)> = plan.iter().map(|&r| (r, f64::from(r.repeat))).collect();
+        let points = points_of(&[1, 2], &timed);
+        assert_eq!(points[0].procs, 1);
+        assert_eq!(points[0].seconds, [1.0, 2.0]);
+        assert_eq!(points[1].seconds, [1.0, 2.0]);
+        let argv = command_for(&["-n".into(), "{n}".into(), "x{n}y".into()], 4);
+        assert_eq!(argv, ["-n", "4", "x4y"]);
     }
 }

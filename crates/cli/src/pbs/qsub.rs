@@ -1,6 +1,5 @@
 //! `qsub`: submit a job script and print its id once the server has it durably.
 
-use hpcbox_cluster::api::SubmitRequest;
 use hpcbox_pbs::errno;
 use hpcbox_pbs::format::qsub_job_id;
 
@@ -22,21 +21,7 @@ pub fn run(args: &[String]) -> i32 {
     for warning in &prepared.args.warnings {
         eprintln!("{warning}");
     }
-    let request = SubmitRequest {
-        argv: args.to_vec(),
-        options: prepared.options.clone(),
-        operand: prepared.args.operand.clone(),
-        script: prepared.script.clone(),
-        variables: prepared.variables.clone(),
-        workdir: prepared.submitter.workdir.clone(),
-        submit_host: prepared.submitter.host.clone(),
-        execution_time: prepared
-            .options
-            .execution_time
-            .as_ref()
-            .and_then(|at| at.resolve(&jiff::Zoned::now()))
-            .map(|at| at.as_second()),
-    };
+    let request = prepared.request(args);
     match super::client().submit(&request) {
         Err(err) => super::unreachable("qsub", &err),
         Ok(Err(refusal)) => {

@@ -1,112 +1,36 @@
-//! `hpcbox scale`: run a command at several process counts, and report and plot how it scales.
+//! What a sweep shows: the table (or JSON) of time, speed-up and efficiency, the Amdahl fit,
+//! the sweet spot, and the PNG and SVG plots.
 
-use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
 use hpcbox_lesson::scaling::{rows, sweet_spot, Amdahl, Point, Row};
 use plotters::prelude::*;
 
-/// `hpcbox scale`'s options.
-#[derive(Debug, clap::Args)]
-pub struct ScaleArgs {
-    /// Process counts to try, comma-separated (default: 1, 2, 4, … up to the usable CPUs).
-    #[arg(long, value_delimiter = ',')]
-    procs: Vec<u32>,
-    /// Runs per count.
-    #[arg(long, default_value_t = 3)]
-    repeat: u32,
-    /// The sweet spot is the count after which the next one cuts the time by less than this
-    /// fraction.
-    #[arg(long, default_value_t = 0.1)]
-    threshold: f64,
-    /// Where to write the plots: PREFIX.png and PREFIX.svg.
-    #[arg(long, default_value = "scale")]
-    plot: PathBuf,
-    /// Print the results as JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// The command, with `{n}` where the process count goes.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-    command: Vec<String>,
+/// How to show a sweep's results: the options of `hpcbox scale` that shape its report.
+#[derive(Debug, Clone)]
+pub struct Show {
+    /// The sweet spot's threshold, a fraction.
+    pub threshold: f64,
+    /// The plots' path prefix.
+    pub plot: PathBuf,
+    /// JSON instead of a table.
+    pub json: bool,
 }
 
-/// Runs the sweep, prints the table (or JSON) and writes the plots.
-pub fn run(args: ScaleArgs) -> ExitCode {
-    let procs = if args.procs.is_empty() {
-        default_counts(hpcbox_pool::usable_cpus() as u32)
-    } else {
-        args.procs.clone()
-    };
-    let points = match sweep(&args.command, &procs, args.repeat.max(1)) {
-        Ok(points) => points,
-        Err(e) => {
-            eprintln!("hpcbox scale: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let fit = Amdahl::fit(&points);
-    let table = rows(&points, fit.as_ref());
-    let spot = sweet_spot(&points, args.threshold);
-    let plots = plot(&args.plot, &table, fit.as_ref());
-    if args.json {
+/// Fits, tabulates and plots `points`, and prints the report as `how` asks.
+pub fn show(points: &[Point], how: &Show) {
+    let fit = Amdahl::fit(points);
+    let table = rows(points, fit.as_ref());
+    let spot = sweet_spot(points, how.threshold);
+    let plots = plot(&how.plot, &table, fit.as_ref());
+    if how.json {
         println!("{}", json(&table, fit.as_ref(), spot, &plots));
     } else {
         print!(
             "{}",
-            report(&table, fit.as_ref(), spot, args.threshold, &plots)
+            report(&table, fit.as_ref(), spot, how.threshold, &plots)
         );
     }
-    ExitCode::SUCCESS
-}
-
-/// 1, 2, 4, … up to `max`, and `max` itself.
-fn default_counts(max: u32) -> Vec<u32> {
-    let mut counts: Vec<u32> = std::iter::successors(Some(1u32), |n| n.checked_mul(2))
-        .take_while(|&n| n < max)
-        .collect();
-    counts.push(max.max(1));
-    counts
-}
-
-fn sweep(command: &[String], procs: &[u32], repeat: u32) -> Result<Vec<Point>, String> {
-    let bar = indicatif::ProgressBar::new(u64::from(repeat) * procs.len() as u64);
-    let mut points = Vec::new();
-    for &n in procs {
-        let argv: Vec<String> = command
-            .iter()
-            .map(|a| a.replace("{n}", &n.to_string()))
-            .collect();
-        let mut seconds = Vec::new();
-        for _ in 0..repeat {
-            bar.set_message(format!("{n} processes"));
-            seconds.push(time_once(&argv)?);
-            bar.inc(1);
-        }
-        points.push(Point { procs: n, seconds });
-    }
-    bar.finish_and_clear();
-    Ok(points)
-}
-
-fn time_once(argv: &[String]) -> Result<f64, String> {
-    let (program, args) = argv.split_first().ok_or("no command given")?;
-    let started = Instant::now();
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    let seconds = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        return Err(format!(
-            "`{}` failed ({}): {}",
-            argv.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        ));
-    }
-    Ok(seconds)
 }
 
 /// Which plot files were written, and why one was not.
@@ -115,7 +39,8 @@ struct Plots {
     failed: Vec<String>,
 }
 
-fn plot(prefix: &std::path::Path, table: &[Row], fit: Option<&Amdahl>) -> Plots {
+/// Draws the SVG and the PNG beside `prefix`.
+fn plot(prefix: &Path, table: &[Row], fit: Option<&Amdahl>) -> Plots {
     let mut plots = Plots {
         written: Vec::new(),
         failed: Vec::new(),
@@ -236,6 +161,7 @@ where
     root.present().map_err(|x| e(&x))
 }
 
+/// The table, the fit, the sweet spot and the plots' paths, as text.
 fn report(
     table: &[Row],
     fit: Option<&Amdahl>,
@@ -279,6 +205,7 @@ fn report(
     out
 }
 
+/// The same as [`report`], as JSON.
 fn json(
     table: &[Row],
     fit: Option<&Amdahl>,
