@@ -111,6 +111,13 @@ fn main() -> ExitCode {
     if let Some(code) = pbs::run(&called_as, rest) {
         return code;
     }
+    // `hpcbox qsub …` takes its arguments exactly as the `qsub` link does: before clap, which
+    // would swallow a leading `--` (`hpcbox qsub -- /bin/true`).
+    if let Some((verb, args)) = rest.split_first() {
+        if let Some(code) = pbs::run(verb, args) {
+            return code;
+        }
+    }
     let cli = Cli::parse_from(mpiexec::normalize(argv));
     match cli.command {
         Command::Demo(args) => demo::run(args),

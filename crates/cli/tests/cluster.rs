@@ -188,6 +188,20 @@ fn system_mpi_with_mpi4py() -> bool {
 }
 
 #[test]
+fn qsub_dash_dash_runs_an_executable_given_first() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let out = cluster.run("qsub", &["--", "/bin/echo", "hello", "there"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("0"));
+    assert_eq!(
+        cluster.read(&format!("STDIN.o{}", seq(&id))),
+        "hello there\n"
+    );
+}
+
+#[test]
 fn errors_are_pbs_errors() {
     let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
     std::fs::write(cluster.work.join("j.pbs"), "true\n").unwrap();
