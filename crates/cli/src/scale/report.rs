@@ -39,12 +39,30 @@ struct Plots {
     failed: Vec<String>,
 }
 
+/// The plots' one font, built in (pure Rust rendering: no fontconfig or FreeType to install).
+const FONT: &[u8] = include_bytes!("../../../../assets/fonts/DejaVuSans.ttf");
+
+/// Makes [`FONT`] plotters' "sans-serif", once.
+fn register_font() -> Result<(), String> {
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+                .map_err(|_| "the built-in font is not a valid font".to_string())
+        })
+        .clone()
+}
+
 /// Draws the SVG and the PNG beside `prefix`.
 fn plot(prefix: &Path, table: &[Row], fit: Option<&Amdahl>) -> Plots {
     let mut plots = Plots {
         written: Vec::new(),
         failed: Vec::new(),
     };
+    if let Err(e) = register_font() {
+        plots.failed.push(e);
+        return plots;
+    }
     let svg = prefix.with_extension("svg");
     match draw(
         SVGBackend::new(&svg, (800, 600)).into_drawing_area(),
