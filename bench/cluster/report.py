@@ -37,6 +37,9 @@ if "slurm_error" in kv:
 else:
     L.append("Slurm: %s. Default = no SchedulerParameters (batch_sched_delay 3 s); tuned = "
              "`SchedulerParameters=batch_sched_delay=0` + `scontrol reconfigure`.\n" % kv.get("slurm_version"))
+L.append("Jobs are submitted by, and run as, an ordinary user (`%s`, Debian's default dotfiles): hpcbox runs "
+         "each job under its owner's login shell as PBS does, Slurm runs the script with its `#!/bin/bash`.\n"
+         % kv.get("bench_user", "hpcbench"))
 L.append("Ratios are written as *how many times better hpcbox is*: peer/hpcbox for times, hpcbox/peer for rates "
          "(so > 1x means hpcbox is better).\n")
 L.append("| work | hpcbox | Slurm default | ratio | Slurm tuned | ratio | aim |")
