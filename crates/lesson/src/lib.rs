@@ -20,7 +20,7 @@ pub mod computepi;
 pub mod scaling;
 
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
-use rand_xoshiro::{SplitMix64, Xoshiro256PlusPlus};
+use rand_xoshiro::SplitMix64;
 
 /// Samples per chunk: large enough that a chunk is worth sending to a worker, small enough that
 /// many workers share the work evenly.
@@ -85,12 +85,13 @@ unsafe fn count_lanes_avx2(lanes: &mut [[u64; LANES]; 4], len: u64) -> u64 {
 fn count_lanes(lanes: &mut [[u64; LANES]; 4], len: u64) -> u64 {
     let mut inside = [0u64; LANES];
     for _ in 0..len / LANES as u64 {
-        for lane in 0..LANES {
-            inside[lane] += u64::from(in_circle(next_bits(lanes, lane)));
+        for (lane, count) in inside.iter_mut().enumerate() {
+            *count += u64::from(in_circle(next_bits(lanes, lane)));
         }
     }
-    for lane in 0..(len % LANES as u64) as usize {
-        inside[lane] += u64::from(in_circle(next_bits(lanes, lane)));
+    let tail = (len % LANES as u64) as usize;
+    for (lane, count) in inside.iter_mut().enumerate().take(tail) {
+        *count += u64::from(in_circle(next_bits(lanes, lane)));
     }
     inside.iter().sum()
 }
@@ -140,6 +141,7 @@ pub fn standard_error(samples: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand_xoshiro::Xoshiro256PlusPlus;
 
     #[test]
     fn chunks_cover_the_samples_exactly() {
