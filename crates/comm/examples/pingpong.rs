@@ -1,20 +1,23 @@
-//! Ping-pong latency and bandwidth between ranks 0 and 1, then allreduce and barrier times,
-//! as the Open MPI recipe in the anchors measures: run with
-//! `mpiexec -n 2 pingpong [SIZES...]`. Each figure is the best of ten batches, so that a busy
-//! machine's pauses show less; the median batch is printed beside it.
+//! Ping-pong latency and bandwidth between ranks 0 and 1, then allreduce (8 B and 1 MiB) and
+//! barrier times, measured exactly as `bench/comm/pingpong.c` measures Open MPI and MPICH:
+//! the same sizes and iteration counts, in ten batches each after a barrier, the receive into
+//! one reused buffer. Run with `hpcbox mpiexec -n 2 pingpong`. Rank 0 prints one line per
+//! measure, `<measure> best <s-per-op> median <s-per-op>`, where the measure is `pp<bytes>`
+//! (one-way time: round trip / 2), `allreduce8`, `allreduce1M` or `barrier`.
 
 use hpcbox_comm::{Communicator, Op, Result};
 use std::time::Instant;
 
 const BATCHES: usize = 10;
 
-/// Seconds per iteration of `body` over `iters` iterations: (best batch, median batch).
+/// Seconds per iteration of `body`, `iters` iterations in [`BATCHES`] batches, each after a
+/// barrier: (best batch, median batch).
 fn timed(
     w: &Communicator,
     iters: usize,
     mut body: impl FnMut() -> Result<()>,
 ) -> Result<(f64, f64)> {
-    let per_batch = (iters / BATCHES).max(1);
+    let per_batch = iters / BATCHES;
     let mut times = Vec::with_capacity(BATCHES);
     for _ in 0..BATCHES {
         w.barrier()?;
@@ -28,29 +31,44 @@ fn timed(
     Ok((times[0], times[BATCHES / 2]))
 }
 
+/// The C program's iteration count for a payload of `bytes`.
+fn iterations(bytes: usize) -> usize {
+    if bytes > 65536 {
+        200
+    } else {
+        20_000
+    }
+}
+
+fn report(w: &Communicator, what: &str, (best, median): (f64, f64)) {
+    if w.rank() == 0 {
+        println!("{what} best {best:.9e} median {median:.9e}");
+    }
+}
+
 fn pingpong(w: &Communicator, size: usize) -> Result<()> {
-    let iters = if size > 65536 { 200 } else { 20_000 };
     let mut buf = vec![1u8; size];
-    let (best, median) = timed(w, iters, || {
+    let (best, median) = timed(w, iterations(size), || {
         if w.rank() == 0 {
             w.send(1, 0, &buf)?;
-            buf = w.recv::<u8>(1, 0)?.0;
+            w.recv_into(1, 0, &mut buf)?;
         } else if w.rank() == 1 {
-            buf = w.recv::<u8>(0, 0)?.0;
+            w.recv_into(0, 0, &mut buf)?;
             w.send(0, 0, &buf)?;
         }
         Ok(())
     })?;
-    if w.rank() == 0 {
-        let (b, m) = (best / 2.0, median / 2.0);
-        println!(
-            "size {size}: one-way {:.2} us, bw {:.2} GB/s (median {:.2} us, {:.2} GB/s)",
-            b * 1e6,
-            size as f64 / b / 1e9,
-            m * 1e6,
-            size as f64 / m / 1e9
-        );
-    }
+    report(w, &format!("pp{size}"), (best / 2.0, median / 2.0));
+    Ok(())
+}
+
+fn allreduce(w: &Communicator, what: &str, bytes: usize) -> Result<()> {
+    let x = vec![1.0f64; bytes / 8];
+    let times = timed(w, iterations(bytes), || {
+        std::hint::black_box(w.allreduce(&x, Op::Sum)?);
+        Ok(())
+    })?;
+    report(w, what, times);
     Ok(())
 }
 
@@ -60,35 +78,12 @@ fn main() -> Result<()> {
         eprintln!("pingpong needs 2 ranks: mpiexec -n 2 pingpong");
         std::process::exit(2);
     }
-    // Sizes in bytes may be given as arguments; the default is the anchors' four.
-    let mut sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    if sizes.is_empty() {
-        sizes = vec![8, 1024, 1 << 20, 16 << 20];
-    }
-    for size in sizes {
+    for size in [8, 1024, 1 << 20, 16 << 20] {
         pingpong(&w, size)?;
     }
-    let (best, median) = timed(&w, 20_000, || {
-        std::hint::black_box(w.allreduce(&[1.0f64], Op::Sum)?);
-        Ok(())
-    })?;
-    if w.rank() == 0 {
-        println!(
-            "allreduce 8B: {:.2} us (median {:.2} us)",
-            best * 1e6,
-            median * 1e6
-        );
-    }
-    let (best, median) = timed(&w, 20_000, || w.barrier())?;
-    if w.rank() == 0 {
-        println!(
-            "barrier: {:.2} us (median {:.2} us)",
-            best * 1e6,
-            median * 1e6
-        );
-    }
+    allreduce(&w, "allreduce8", 8)?;
+    allreduce(&w, "allreduce1M", 1 << 20)?;
+    let times = timed(&w, 20_000, || w.barrier())?;
+    report(&w, "barrier", times);
     Ok(())
 }

@@ -22,6 +22,10 @@ const T_GATHER: i32 = 5;
 const T_SCATTER: i32 = 6;
 const T_ALLTOALL: i32 = 7;
 
+/// Allreduce of two ranks splits buffers of at least this many bytes in halves (each rank
+/// combines one half, then they swap results) instead of combining them whole on both.
+const PAIR_SPLIT_BYTES: usize = 64 << 10;
+
 fn mix(mut z: u64) -> u64 {
     // splitmix64's finalizer
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -47,6 +51,20 @@ impl Communicator {
         Ok(unpack(self.crecv_msg(source, tag)?)?.0)
     }
 
+    /// Sends `data` to `peer` and receives exactly `buf.len()` elements from it into `buf`,
+    /// the receive posted first so that the peer's message lands in `buf` directly.
+    fn cswap<T: Pod>(&self, peer: usize, tag: i32, data: &[T], buf: &mut [T]) -> Result<()> {
+        let st = self.exchange_into(self.cctx(), Some((peer, data)), peer, tag, buf)?;
+        if st.count::<T>() != buf.len() {
+            return Err(Error::InvalidArgument(format!(
+                "reduction over buffers of different lengths ({} and {})",
+                buf.len(),
+                st.count::<T>()
+            )));
+        }
+        Ok(())
+    }
+
     fn check_root(&self, root: usize) -> Result<()> {
         if root >= self.size() {
             return Err(Error::RankOutOfRange {
@@ -63,8 +81,8 @@ impl Communicator {
         let (n, r) = (self.size(), self.rank());
         let mut k = 1;
         while k < n {
-            self.csend::<u8>((r + k) % n, T_BARRIER, &[])?;
-            self.crecv::<u8>((r + n - k) % n, T_BARRIER)?;
+            let (to, from) = ((r + k) % n, (r + n - k) % n);
+            self.exchange_into::<u8, u8>(self.cctx(), Some((to, &[])), from, T_BARRIER, &mut [])?;
             k <<= 1;
         }
         Ok(())
@@ -182,20 +200,33 @@ impl Communicator {
             self.bcast(0, &mut v)?;
             return Ok(v);
         }
+        if n == 2 && std::mem::size_of_val(data) >= PAIR_SPLIT_BYTES {
+            return self.allreduce_pair(data, &f);
+        }
         let mut acc = data.to_vec();
+        let mut theirs = acc.clone();
         let mut mask = 1;
         while mask < n {
             let partner = r ^ mask;
-            self.csend(partner, T_ALLREDUCE, &acc)?;
-            let mut theirs: Vec<T> = self.crecv(partner, T_ALLREDUCE)?;
-            if partner > r {
-                combine(&mut acc, &theirs, &f)?;
-            } else {
-                combine(&mut theirs, &acc, &f)?;
-                acc = theirs;
-            }
+            self.cswap(partner, T_ALLREDUCE, &acc, &mut theirs)?;
+            combine_ordered(&mut acc, &theirs, partner < r, &f);
             mask <<= 1;
         }
+        Ok(acc)
+    }
+
+    /// Allreduce of a large buffer between two ranks: rank 0 combines the lower half, rank 1
+    /// the upper one (each receiving only the partner's copy of its half), then each sends
+    /// its combined half to the other. Rank 0's elements are always the left operand.
+    fn allreduce_pair<T: Pod>(&self, data: &[T], f: &impl Fn(T, T) -> T) -> Result<Vec<T>> {
+        let (r, peer) = (self.rank(), 1 - self.rank());
+        let mut acc = data.to_vec();
+        let (lo, hi) = acc.split_at_mut(data.len() / 2);
+        let (mine, other) = if r == 0 { (lo, hi) } else { (hi, lo) };
+        let mut theirs = mine.to_vec();
+        self.cswap(peer, T_ALLREDUCE, other, &mut theirs)?;
+        combine_ordered(mine, &theirs, r == 1, f);
+        self.cswap(peer, T_ALLREDUCE, mine, other)?;
         Ok(acc)
     }
 
@@ -423,6 +454,19 @@ fn combine<T: Pod>(left: &mut [T], right: &[T], f: &impl Fn(T, T) -> T) -> Resul
         *a = f(*a, b);
     }
     Ok(())
+}
+
+/// `acc[i] = f(acc[i], theirs[i])`, or `f(theirs[i], acc[i])` when `theirs_first` (the
+/// partner's elements come from lower ranks). The lengths are equal.
+fn combine_ordered<T: Pod>(
+    acc: &mut [T],
+    theirs: &[T],
+    theirs_first: bool,
+    f: &impl Fn(T, T) -> T,
+) {
+    for (a, &b) in acc.iter_mut().zip(theirs) {
+        *a = if theirs_first { f(b, *a) } else { f(*a, b) };
+    }
 }
 
 fn flatten_uniform<T: Pod>(parts: Vec<Vec<T>>, what: &str) -> Result<Vec<T>> {

@@ -1,7 +1,7 @@
 //! Communicators and point-to-point messages.
 
 use crate::engine::{Engine, Envelope, Matcher, Message};
-use crate::pod::{as_bytes, from_bytes, Kind, Pod};
+use crate::pod::{as_bytes, as_bytes_mut, from_bytes, Kind, Pod};
 use crate::request::{RecvObjRequest, RecvRequest, Request, SendRequest};
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -157,7 +157,41 @@ impl Communicator {
     /// first `status.count::<T>()` elements of `buf` are set. A message longer than `buf`
     /// is consumed and reported as [`Error::Truncated`].
     pub fn recv_into<T: Pod>(&self, source: usize, tag: i32, buf: &mut [T]) -> Result<Status> {
-        let (v, st) = self.recv::<T>(source, tag)?;
+        self.exchange_into::<T, T>(self.ctx, None, source, tag, buf)
+    }
+
+    /// Receives in context `ctx` into `buf` (as [`Communicator::recv_into`]), having first
+    /// posted the receive and then sent `send` = (dest, data) when given, so that the
+    /// message lands in `buf` even when it comes while the send is under way.
+    pub(crate) fn exchange_into<S: Pod, T: Pod>(
+        &self,
+        ctx: u64,
+        send: Option<(usize, &[S])>,
+        source: usize,
+        tag: i32,
+        buf: &mut [T],
+    ) -> Result<Status> {
+        let m = self.matcher(ctx, source, tag)?;
+        let unit = std::mem::size_of::<T>();
+        let dest = send.map(|(d, _)| self.world_rank(d)).transpose()?;
+        let between = |e: &mut Engine| match (dest, send) {
+            (Some(world), Some((_, data))) => {
+                let env = self.envelope(ctx, tag, S::KIND, std::mem::size_of_val(data));
+                e.send(world, env, as_bytes(data))
+            }
+            _ => Ok(()),
+        };
+        let (msg, landed) = self.engine.borrow_mut().recv_into(
+            m,
+            T::KIND as u8,
+            unit,
+            as_bytes_mut(buf),
+            between,
+        )?;
+        if let Some(len) = landed {
+            return Ok(status((msg.src, msg.tag, msg.kind, len)));
+        }
+        let (v, st) = unpack::<T>(msg)?;
         let Some(dest) = buf.get_mut(..v.len()) else {
             return Err(Error::Truncated {
                 from: st.source,

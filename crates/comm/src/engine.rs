@@ -77,18 +77,78 @@ pub(crate) struct Matcher {
 
 impl Matcher {
     fn matches(&self, m: &Message) -> bool {
-        m.ctx == self.ctx
-            && self.src.is_none_or(|s| s == m.src)
-            && self.tag.is_none_or(|t| t == m.tag)
+        self.accepts(m.ctx, m.src, m.tag)
     }
+
+    fn accepts(&self, ctx: u64, src: u32, tag: i32) -> bool {
+        ctx == self.ctx && self.src.is_none_or(|s| s == src) && self.tag.is_none_or(|t| t == tag)
+    }
+}
+
+/// Where the payload of a message being read goes.
+enum Body {
+    /// A vector of its own: its length is what was read so far, its capacity the payload.
+    Owned(Vec<u8>),
+    /// Straight into the landing buffer of the blocking receive; bytes read so far.
+    Landed(usize),
 }
 
 /// A partly read message from one source.
 struct Rx {
     hdr: [MaybeUninit<u8>; HEADER],
     have: usize,
-    /// The envelope and the payload read so far (its length; capacity is the whole payload).
-    body: Option<(Envelope, Vec<u8>)>,
+    /// The envelope and the payload read so far.
+    body: Option<(Envelope, Body)>,
+}
+
+/// The caller's buffer of a blocking receive ([`Engine::recv_into`]): the first message that
+/// the receive takes lands there directly, read from the ring or pulled by single copy, when
+/// it holds the expected kind of element and fits. Any other goes the ordinary way.
+struct Landing {
+    /// The posted receive.
+    id: u64,
+    m: Matcher,
+    /// The element kind expected.
+    kind: u8,
+    /// The element size: a payload must be a whole number of elements.
+    unit: usize,
+    ptr: *mut u8,
+    cap: usize,
+    /// A message was claimed (its receive is no longer posted).
+    claimed: bool,
+    /// The payload length of the message that landed, once it is complete.
+    landed: Option<usize>,
+}
+
+impl Landing {
+    /// Whether a message with this envelope lands here: unclaimed, fitting, and taken by
+    /// this receive rather than by one posted before it.
+    fn takes(
+        &self,
+        posted: &[(u64, Matcher)],
+        ctx: u64,
+        src: u32,
+        tag: i32,
+        kind: u8,
+        len: u64,
+    ) -> bool {
+        !self.claimed
+            && kind == self.kind
+            && len <= self.cap as u64
+            && len.is_multiple_of(self.unit as u64)
+            && self.m.accepts(ctx, src, tag)
+            && !posted
+                .iter()
+                .take_while(|(id, _)| *id != self.id)
+                .any(|(_, m)| m.accepts(ctx, src, tag))
+    }
+
+    /// Claims the landing for a message: its receive leaves the posted list, so that no
+    /// other message completes it meanwhile.
+    fn claim(&mut self, posted: &mut Vec<(u64, Matcher)>) {
+        self.claimed = true;
+        posted.retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl Default for Rx {
@@ -202,7 +262,7 @@ pub(crate) struct Engine {
     /// Messages of posted receives not yet taken (few: a linear scan beats hashing).
     completed: Vec<(u64, Message)>,
     /// Scratch list of messages completed in one progress round (kept to reuse its memory).
-    arrived: Vec<(usize, Message)>,
+    arrived: Vec<(usize, (Message, bool))>,
     next_id: u64,
     /// Single-copy transfers of large messages (shared memory only).
     single_copy: SingleCopy,
@@ -210,6 +270,8 @@ pub(crate) struct Engine {
     acks: Vec<u64>,
     /// Ranks that declined a single-copy transfer: to them, everything goes by ring.
     declined: Vec<bool>,
+    /// The buffer of the blocking receive in progress, if any.
+    landing: Option<Landing>,
     /// The rank a blocking send is writing to right now: its queue waits, so that queued
     /// bytes (acknowledgements) never land inside that message.
     writing: Option<usize>,
@@ -231,8 +293,15 @@ fn write_at(
     }
 }
 
-/// Reads what `src` has sent; returns whether bytes moved and a message if one completed.
-fn pump(t: &mut dyn Transport, src: usize, rx: &mut Rx) -> Result<(bool, Option<Message>)> {
+/// Reads what `src` has sent; returns whether bytes moved and a message if one completed,
+/// with whether it landed in `land`'s buffer (its data is then empty).
+fn pump(
+    t: &mut dyn Transport,
+    src: usize,
+    rx: &mut Rx,
+    land: Option<&mut Landing>,
+    posted: &mut Vec<(u64, Matcher)>,
+) -> Result<(bool, Option<(Message, bool)>)> {
     let mut moved = false;
     if rx.body.is_none() {
         let n = t.read_some(src, &mut rx.hdr[rx.have..])?;
@@ -250,36 +319,70 @@ fn pump(t: &mut dyn Transport, src: usize, rx: &mut Rx) -> Result<(bool, Option<
                 env.len
             )));
         }
-        rx.body = Some((env, Vec::with_capacity(env.len as usize)));
+        let body = match land {
+            Some(l) if l.takes(posted, env.ctx, env.src, env.tag, env.kind, env.len) => {
+                l.claim(posted);
+                return read_landed(t, src, rx, env, l, 0).map(|(_, m)| (true, m));
+            }
+            _ => Body::Owned(Vec::with_capacity(env.len as usize)),
+        };
+        rx.body = Some((env, body));
     }
-    let Some((env, buf)) = rx.body.as_mut() else {
-        return Ok((moved, None));
-    };
+    match rx.body.as_mut() {
+        Some((env, Body::Landed(have))) => {
+            let (env, have) = (*env, *have);
+            let l = land.ok_or_else(|| Error::InvalidArgument("landing buffer lost".into()))?;
+            let (m, msg) = read_landed(t, src, rx, env, l, have)?;
+            Ok((moved | m, msg))
+        }
+        Some((env, Body::Owned(buf))) => {
+            let want = env.len as usize;
+            if buf.len() < want {
+                let missing = want - buf.len();
+                let spare = &mut buf.spare_capacity_mut()[..missing];
+                let n = t.read_some(src, spare)?.min(spare.len());
+                // SAFETY: the transport initialized the first n bytes of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                moved |= n > 0;
+            }
+            if buf.len() < want {
+                return Ok((moved, None));
+            }
+            let Some((env, Body::Owned(data))) = rx.body.take() else {
+                return Ok((moved, None));
+            };
+            Ok((true, Some((message(env, data), false))))
+        }
+        None => Ok((moved, None)),
+    }
+}
+
+/// Reads more of a message landing in `l`'s buffer, `have` bytes of it already there.
+fn read_landed(
+    t: &mut dyn Transport,
+    src: usize,
+    rx: &mut Rx,
+    env: Envelope,
+    l: &mut Landing,
+    have: usize,
+) -> Result<(bool, Option<(Message, bool)>)> {
     let want = env.len as usize;
-    if buf.len() < want {
-        let missing = want - buf.len();
-        let spare = &mut buf.spare_capacity_mut()[..missing];
-        let n = t.read_some(src, spare)?.min(spare.len());
-        // SAFETY: the transport initialized the first n bytes of the spare capacity.
-        unsafe { buf.set_len(buf.len() + n) };
-        moved |= n > 0;
+    let mut have = have;
+    if have < want {
+        // SAFETY: have < want <= cap: the rest of the message lies within the landing
+        // buffer, valid for writes while the landing lives (Engine::recv_into).
+        let spare = unsafe {
+            std::slice::from_raw_parts_mut(l.ptr.add(have).cast::<MaybeUninit<u8>>(), want - have)
+        };
+        have += t.read_some(src, spare)?.min(want - have);
     }
-    if buf.len() < want {
-        return Ok((moved, None));
+    if have < want {
+        rx.body = Some((env, Body::Landed(have)));
+        return Ok((have > 0, None));
     }
-    let Some((env, data)) = rx.body.take() else {
-        return Ok((moved, None));
-    };
-    Ok((
-        true,
-        Some(Message {
-            ctx: env.ctx,
-            src: env.src,
-            tag: env.tag,
-            kind: env.kind,
-            data,
-        }),
-    ))
+    rx.body = None;
+    l.landed = Some(want);
+    Ok((true, Some((message(env, Vec::new()), true))))
 }
 
 impl std::fmt::Debug for Engine {
@@ -322,6 +425,7 @@ impl Engine {
             acks: vec![0; size],
             declined: vec![false; size],
             writing: None,
+            landing: None,
             rendezvous: None,
             spin: if size > cores {
                 Duration::ZERO
@@ -366,6 +470,11 @@ impl Engine {
         }
     }
 
+    /// Whether the transport may have bytes for us (see [`Transport::has_input`]).
+    fn has_input(&self) -> bool {
+        self.transport.as_deref().is_some_and(|t| t.has_input())
+    }
+
     /// One round of progress: pushes queued sends, reads every source. True if bytes moved.
     pub(crate) fn progress(&mut self) -> Result<bool> {
         let Some(t) = self.transport.as_deref_mut() else {
@@ -388,21 +497,30 @@ impl Engine {
         }
         t.accept()?;
         let mut arrived = std::mem::take(&mut self.arrived);
+        // At most one message per source and round: the caller may be waiting for just
+        // that one, and looking at once for the next would wait on another cache line.
         for src in (0..self.size).filter(|&s| s != self.rank) {
-            loop {
-                let (m, msg) = pump(t, src, &mut self.rx[src])?;
-                moved |= m;
-                match msg {
-                    Some(msg) => arrived.push((src, msg)),
-                    None => break,
-                }
+            let land = self.landing.as_mut();
+            let (m, msg) = pump(t, src, &mut self.rx[src], land, &mut self.posted)?;
+            moved |= m;
+            if let Some(msg) = msg {
+                arrived.push((src, msg));
             }
         }
-        for (src, msg) in arrived.drain(..) {
-            self.arrive(src, msg);
+        for (src, (msg, landed)) in arrived.drain(..) {
+            self.settle(src, msg, landed);
         }
         self.arrived = arrived;
         Ok(moved)
+    }
+
+    /// Completes the blocking receive with a message that landed in its buffer, or handles
+    /// an ordinary arrival.
+    fn settle(&mut self, src: usize, msg: Message, landed: bool) {
+        match (landed, &self.landing) {
+            (true, Some(l)) => self.completed.push((l.id, msg)),
+            _ => self.arrive(src, msg),
+        }
     }
 
     /// Handles a message from world rank `src`: acknowledgements and single-copy descriptors
@@ -416,6 +534,10 @@ impl Engine {
             return;
         }
         if msg.kind & single_copy::REMOTE != 0 {
+            if self.single_copy != SingleCopy::Refuse && self.pull_landed(&msg) {
+                self.acknowledge(src, true);
+                return;
+            }
             let data = match self.single_copy {
                 SingleCopy::Refuse => None,
                 _ => single_copy::pull(&msg.data),
@@ -429,6 +551,35 @@ impl Engine {
             msg.kind &= !single_copy::REMOTE;
         }
         self.deliver(msg);
+    }
+
+    /// Pulls the payload a descriptor names straight into the landing buffer, when the
+    /// message lands there; whether it did.
+    fn pull_landed(&mut self, msg: &Message) -> bool {
+        let Some(l) = self.landing.as_mut() else {
+            return false;
+        };
+        let kind = msg.kind & !single_copy::REMOTE;
+        let len = single_copy::described_len(&msg.data);
+        if !l.takes(&self.posted, msg.ctx, msg.src, msg.tag, kind, len) {
+            return false;
+        }
+        // SAFETY: the landing buffer is valid for writes of cap bytes while it lives.
+        let Some(n) = (unsafe { single_copy::pull_into(&msg.data, l.ptr, l.cap) }) else {
+            return false;
+        };
+        l.claim(&mut self.posted);
+        l.landed = Some(n);
+        let id = l.id;
+        self.completed.push((
+            id,
+            Message {
+                kind,
+                data: Vec::new(),
+                ..*msg
+            },
+        ));
+        true
     }
 
     fn acknowledge(&mut self, dest: usize, copied: bool) {
@@ -464,7 +615,8 @@ impl Engine {
                     "deadlock: a world of one rank waits for a message nobody sent".into(),
                 ));
             }
-            if self.progress()? {
+            // While nothing is queued to send and nothing has arrived, poll cheaply.
+            if (self.queued > 0 || self.has_input()) && self.progress()? {
                 b.reset();
                 idle = 0;
                 watch = FinishedWatch::default();
@@ -613,6 +765,65 @@ impl Engine {
         self.wait_until(|e| e.recv_done(id))?;
         self.take(id)
             .ok_or_else(|| Error::InvalidArgument("receive completed without a message".into()))
+    }
+
+    /// Blocking receive into `buf`, expecting elements of `kind`, `unit` bytes each: a
+    /// message that holds them and fits lands in `buf` directly (no copy through a vector).
+    /// `between` (a send, or nothing) runs after the receive is posted and before it is
+    /// waited for, so that what the peer sends meanwhile lands in `buf` too. Returns the
+    /// message and, when it landed, its length (its data is then empty); otherwise the
+    /// caller copies or refuses it.
+    pub(crate) fn recv_into(
+        &mut self,
+        m: Matcher,
+        kind: u8,
+        unit: usize,
+        buf: &mut [u8],
+        between: impl FnOnce(&mut Engine) -> Result<()>,
+    ) -> Result<(Message, Option<usize>)> {
+        let id = self.post_recv(m);
+        let mut landed = None;
+        if self.recv_done(id) {
+            between(self)?;
+        } else {
+            self.landing = Some(Landing {
+                id,
+                m,
+                kind,
+                unit: unit.max(1),
+                ptr: buf.as_mut_ptr(),
+                cap: buf.len(),
+                claimed: false,
+                landed: None,
+            });
+            let waited = between(self).and_then(|()| self.wait_until(|e| e.recv_done(id)));
+            let landing = self.landing.take();
+            if let Err(e) = waited {
+                if let Some(l) = &landing {
+                    self.unland(l);
+                }
+                self.cancel(id);
+                return Err(e);
+            }
+            landed = landing.and_then(|l| l.landed);
+        }
+        let msg = self
+            .take(id)
+            .ok_or_else(|| Error::InvalidArgument("receive completed without a message".into()))?;
+        Ok((msg, landed))
+    }
+
+    /// After a failed wait: a message still landing in `l`'s buffer moves to a vector of its
+    /// own (the buffer goes back to the caller), and then arrives as an unexpected one.
+    fn unland(&mut self, l: &Landing) {
+        for rx in &mut self.rx {
+            if let Some((env, Body::Landed(have))) = &rx.body {
+                let mut v = Vec::with_capacity(env.len as usize);
+                // SAFETY: the first `have` bytes of the landing buffer hold the message's start.
+                v.extend_from_slice(unsafe { std::slice::from_raw_parts(l.ptr, *have) });
+                rx.body = Some((*env, Body::Owned(v)));
+            }
+        }
     }
 
     /// The envelope of the first unexpected message `m` matches, if any.

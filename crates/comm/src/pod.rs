@@ -172,6 +172,13 @@ pub(crate) fn as_bytes<T: Pod>(s: &[T]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
 }
 
+/// The bytes of a mutable slice of plain-old-data elements (every bit pattern written there
+/// is a valid element).
+pub(crate) fn as_bytes_mut<T: Pod>(s: &mut [T]) -> &mut [u8] {
+    // SAFETY: as in as_bytes; and any bytes written make valid Pod values.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
+}
+
 /// Elements from received bytes; `None` if the length is not a whole number of elements.
 /// Byte-sized types reuse the allocation; wider ones are copied into an aligned vector.
 pub(crate) fn from_bytes<T: Pod>(bytes: Vec<u8>) -> Option<Vec<T>> {

@@ -43,41 +43,75 @@ pub(crate) fn describe(data: &[u8]) -> [u8; DESCRIPTOR] {
     d
 }
 
-/// Copies the buffer a descriptor names out of its process; `None` if the kernel refuses or
-/// the descriptor is malformed.
-pub(crate) fn pull(descriptor: &[u8]) -> Option<Vec<u8>> {
+/// The pid, address and length a descriptor names; `None` if it is malformed.
+fn parse(descriptor: &[u8]) -> Option<(libc::pid_t, usize, usize)> {
     let word = |i: usize| -> Option<u64> {
         Some(u64::from_le_bytes(
             descriptor.get(i..i + 8)?.try_into().ok()?,
         ))
     };
     let pid = libc::pid_t::try_from(word(0)?).ok()?;
-    let addr = word(8)? as usize;
+    let addr = usize::try_from(word(8)?).ok()?;
     let len = usize::try_from(word(16)?).ok()?;
-    let mut buf: Vec<u8> = Vec::new();
-    buf.try_reserve_exact(len).ok()?;
+    Some((pid, addr, len))
+}
+
+/// The payload length a descriptor announces (`u64::MAX` if it is malformed).
+pub(crate) fn described_len(descriptor: &[u8]) -> u64 {
+    parse(descriptor).map_or(u64::MAX, |(_, _, len)| len as u64)
+}
+
+/// Copies `len` bytes at `addr` in process `pid` to `dst`; false if the kernel refuses.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes.
+unsafe fn read_remote(pid: libc::pid_t, addr: usize, dst: *mut u8, len: usize) -> bool {
     let mut done = 0;
     while done < len {
         let local = libc::iovec {
-            // SAFETY (of the add): done < len <= capacity.
-            iov_base: unsafe { buf.as_mut_ptr().add(done) }.cast(),
+            // SAFETY (of the add): done < len, within dst (the caller's contract).
+            iov_base: unsafe { dst.add(done) }.cast(),
             iov_len: len - done,
         };
         let remote = libc::iovec {
-            iov_base: (addr + done) as *mut libc::c_void,
+            iov_base: addr.wrapping_add(done) as *mut libc::c_void,
             iov_len: len - done,
         };
-        // SAFETY: the local iovec lies within buf's spare capacity; the remote one is only
-        // read, by the kernel, which checks it against the other process's mappings.
+        // SAFETY: the local iovec lies within dst; the remote one is only read, by the
+        // kernel, which checks it against the other process's mappings.
         let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
         if n <= 0 {
-            return None;
+            return false;
         }
         done += n as usize;
+    }
+    true
+}
+
+/// Copies the buffer a descriptor names out of its process; `None` if the kernel refuses or
+/// the descriptor is malformed.
+pub(crate) fn pull(descriptor: &[u8]) -> Option<Vec<u8>> {
+    let (pid, addr, len) = parse(descriptor)?;
+    let mut buf: Vec<u8> = Vec::new();
+    buf.try_reserve_exact(len).ok()?;
+    // SAFETY: buf has room for len bytes.
+    if !unsafe { read_remote(pid, addr, buf.as_mut_ptr(), len) } {
+        return None;
     }
     // SAFETY: the kernel wrote all len bytes.
     unsafe { buf.set_len(len) };
     Some(buf)
+}
+
+/// Copies the buffer a descriptor names into `dst`, which has room for `room` bytes; its
+/// length, or `None` if it does not fit, the kernel refuses or the descriptor is malformed.
+///
+/// # Safety
+/// `dst` must be valid for writes of `room` bytes.
+pub(crate) unsafe fn pull_into(descriptor: &[u8], dst: *mut u8, room: usize) -> Option<usize> {
+    let (pid, addr, len) = parse(descriptor).filter(|&(_, _, len)| len <= room)?;
+    // SAFETY: len <= room (the caller's contract).
+    unsafe { read_remote(pid, addr, dst, len) }.then_some(len)
 }
 
 #[cfg(test)]
@@ -89,7 +123,15 @@ mod tests {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let d = describe(&data);
         // Reading one's own memory is always allowed.
-        assert_eq!(pull(&d), Some(data));
+        assert_eq!(pull(&d), Some(data.clone()));
+        assert_eq!(described_len(&d), data.len() as u64);
+        let mut into = vec![0u8; data.len() + 5];
+        // SAFETY: into has room for into.len() bytes.
+        let n = unsafe { pull_into(&d, into.as_mut_ptr(), into.len()) };
+        assert_eq!(n, Some(data.len()));
+        assert_eq!(&into[..data.len()], &data[..]);
+        // SAFETY: as above; too little room is refused before any copy.
+        assert_eq!(unsafe { pull_into(&d, into.as_mut_ptr(), 10) }, None);
     }
 
     #[test]

@@ -112,6 +112,31 @@ fn body_p2p() -> Res {
         "{err}"
     );
 
+    // recv_into of a large message (single copy where it is on), straight into the buffer;
+    // and a receive posted earlier keeps its precedence over a blocking one.
+    let large = large_of(r);
+    w.send(next, 19, &large).map_err(e)?;
+    let mut into = vec![0u32; 100_003];
+    let st = w.recv_into(prev, 19, &mut into).map_err(e)?;
+    check!(
+        st.count::<u32>() == 100_000
+            && into[..100_000]
+                .iter()
+                .enumerate()
+                .all(|(i, &x)| x == i as u32 ^ prev as u32)
+            && into[100_000..] == [0, 0, 0],
+        "large recv_into"
+    );
+    let early = w.irecv::<u32>(ANY_SOURCE, 20).map_err(e)?;
+    w.send(next, 20, &[1u32]).map_err(e)?;
+    w.send(next, 20, &large).map_err(e)?;
+    let st = w.recv_into(prev, 20, &mut into).map_err(e)?;
+    let (got, _) = early.wait().map_err(e)?;
+    check!(
+        got == [1] && st.count::<u32>() == 100_000 && into[..3] == large_of(prev)[..3],
+        "posted receive precedence {got:?}"
+    );
+
     // sendrecv.
     let (v, st) = w
         .sendrecv::<i32, i32>(&[r as i32, -1], next, 12, prev, 12)
@@ -303,6 +328,10 @@ fn serial_fold(n: usize, len: usize, op: Op) -> Vec<i64> {
     })
 }
 
+fn large_of(r: usize) -> Vec<u32> {
+    (0..100_000).map(|i| i ^ r as u32).collect()
+}
+
 fn bits(v: &[f64]) -> Vec<u64> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -417,6 +446,18 @@ fn body_collectives() -> Res {
             "allreduce u32 {op:?}: {got:?} vs {want:?}"
         );
     }
+    // A large buffer (two ranks split it in halves): the same bits as the serial tree.
+    let big_all: Vec<Vec<f64>> = (0..n).map(|s| float_data(s, 20_001)).collect();
+    let big = w.allreduce(&big_all[r], Op::Sum).map_err(e)?;
+    check!(
+        bits(&big) == bits(&tree_reference(big_all.clone(), |x, y| x + y)),
+        "large allreduce order"
+    );
+    let first = w.allreduce_with(&big_all[r], |a, _| a).map_err(e)?;
+    check!(
+        bits(&first) == bits(&big_all[0]),
+        "large allreduce operand order"
+    );
     // Floats: the documented order, the same bits twice and on every rank.
     let a = w.allreduce(&float_data(r, 33), Op::Sum).map_err(e)?;
     let b = w.allreduce(&float_data(r, 33), Op::Sum).map_err(e)?;

@@ -17,6 +17,13 @@ pub(crate) trait Transport {
     /// many (those bytes of `buf` are then initialized); `Ok(0)` when none are available now.
     fn read_some(&mut self, src: usize, buf: &mut [MaybeUninit<u8>]) -> Result<usize>;
 
+    /// Whether bytes may have arrived from anyone: a cheap look, so that a waiting rank can
+    /// poll quickly and make full progress only when there is something to read. `true`
+    /// when the transport cannot tell.
+    fn has_input(&self) -> bool {
+        true
+    }
+
     /// Takes in newly arrived peers (TCP connections); nothing to do for shared memory.
     fn accept(&mut self) -> Result<()> {
         Ok(())

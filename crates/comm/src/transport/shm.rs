@@ -1,10 +1,20 @@
-//! Shared memory: one single-producer/single-consumer byte ring per ordered pair of ranks.
+//! Shared memory: one single-producer/single-consumer ring per ordered pair of ranks.
 //!
 //! Every rank creates its *inbox* file `inbox-<rank>` in the rendezvous directory, holding one
 //! ring per sender; a sender maps the inbox of a destination the first time it writes to it.
-//! A ring is a head counter (written by the producer), a tail counter (written by the
-//! consumer), each on its own cache lines, and a power-of-two data area. Counters only grow;
-//! `head - tail` bytes are in flight. Messages larger than the ring stream through it in pieces.
+//!
+//! A ring is a tail counter (written by the consumer, on cache lines of its own) and a
+//! power-of-two data area of 64-byte lines. The producer appends *records*: a record starts on
+//! a line with a stamp word, `(line number + 1) << 24 | payload length`, followed by the
+//! payload, and fills whole lines. The stamp is written last, with release ordering, so the
+//! consumer learns of new bytes by polling the stamp in the line it reads next: a small
+//! message costs one cache line moved from producer to consumer, no shared head counter, no
+//! system call. Before publishing a record the producer clears the stamp word of the line
+//! after it, where the next record will start, so that what the consumer polls there is
+//! either zero, an older stamp (whose line number differs) or a fresh one, never a leftover
+//! payload that happens to look like a stamp. The consumer publishes its tail (in lines)
+//! after each record; the producer reads it only when the ring looks full. Counters only
+//! grow. Messages larger than a record stream through the ring in several.
 
 use super::{Transport, RENDEZVOUS_TIMEOUT};
 use crate::{Error, Result};
@@ -14,13 +24,24 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// Bytes between the two counters (two cache lines, against adjacent-line prefetching).
+/// Bytes from the start of a ring's counter block to its data (two cache lines, against
+/// adjacent-line prefetching).
 const LINE: usize = 128;
-/// Size of a ring's counter block.
+/// Size of a ring's counter block (the tail counter, then padding).
 const RING_HEADER: usize = 2 * LINE;
 /// Size of the inbox file's own header.
 const FILE_HEADER: usize = 4096;
-const MAGIC: u64 = u64::from_le_bytes(*b"HPCBOXR1");
+const MAGIC: u64 = u64::from_le_bytes(*b"HPCBOXR2");
+/// Records start on lines of this many bytes.
+const SLOT: usize = 64;
+/// The stamp word at the start of a record.
+const STAMP: usize = 8;
+/// Bits of a stamp that hold the payload length.
+const LEN_BITS: u32 = 24;
+/// Largest payload of one record.
+const MAX_RECORD: usize = (1 << LEN_BITS) - 1;
+/// Bits of a stamp that hold the line number (the rest of the word).
+const LINE_MASK: u64 = (1 << (64 - LEN_BITS)) - 1;
 
 /// A shared, writable memory mapping of a whole file.
 struct Mapping {
@@ -71,134 +92,235 @@ impl Drop for Mapping {
 
 /// One end of a ring: either the producer or the consumer, never both.
 pub(crate) struct Ring {
-    head: *const AtomicU64,
     tail: *const AtomicU64,
     data: *mut u8,
     cap: usize,
-    /// Our own counter (head for a producer, tail for a consumer).
+    /// Lines in the data area.
+    lines: u64,
+    /// Producer: the line where the next record starts. Consumer: the line of the record
+    /// being read (or of the next one).
     pos: u64,
-    /// Last value seen of the other side's counter.
+    /// Producer: the last seen tail.
     seen: u64,
+    /// Producer: the stamp words of lines from `pos` up to this one are clear (see
+    /// [`Ring::clear_ahead`]).
+    cleared: u64,
+    /// Consumer: payload length of the record in hand (0: none).
+    rec_len: usize,
+    /// Consumer: bytes of that payload already read.
+    rec_off: usize,
 }
 
 // SAFETY: a Ring is one end of a single-producer/single-consumer queue in memory that stays
 // mapped while it lives; moving that end to another thread keeps one producer and one consumer.
 unsafe impl Send for Ring {}
 
+/// Lines taken by a record of `len` payload bytes.
+fn lines_of(len: usize) -> u64 {
+    (STAMP + len).div_ceil(SLOT) as u64
+}
+
+/// The stamp of a record of `len` bytes starting at line `line`.
+fn stamp(line: u64, len: usize) -> u64 {
+    ((line.wrapping_add(1) & LINE_MASK) << LEN_BITS) | len as u64
+}
+
 impl Ring {
     /// The end of the ring whose counter block starts at `base`.
     ///
     /// # Safety
     /// `base` must point to `RING_HEADER + cap` bytes, 128-aligned, that stay mapped while the
-    /// Ring lives, and at most one producer and one consumer may use them at any time.
-    pub(crate) unsafe fn new(base: *mut u8, cap: usize, producer: bool) -> Ring {
-        debug_assert!(cap.is_power_of_two());
-        let head = base.cast::<AtomicU64>() as *const AtomicU64;
-        // SAFETY: the caller guarantees RING_HEADER bytes of counters at base.
-        let tail = unsafe { base.add(LINE) }.cast::<AtomicU64>() as *const AtomicU64;
-        // SAFETY: as above; the data area follows the counters.
+    /// Ring lives and were all zero when the ring was first used, and at most one producer
+    /// and one consumer may use them at any time.
+    pub(crate) unsafe fn new(base: *mut u8, cap: usize) -> Ring {
+        debug_assert!(cap.is_power_of_two() && cap >= 2 * SLOT);
+        let tail = base.cast::<AtomicU64>() as *const AtomicU64;
+        // SAFETY: the data area follows the counters (the caller's contract).
         let data = unsafe { base.add(RING_HEADER) };
-        // SAFETY: the counters are valid atomics (see above).
-        let (h, t) = unsafe {
-            (
-                (*head).load(Ordering::Acquire),
-                (*tail).load(Ordering::Acquire),
-            )
-        };
-        let (pos, seen) = if producer { (h, t) } else { (t, h) };
+        // SAFETY: the counter is a valid atomic (the caller's contract).
+        let t = unsafe { (*tail).load(Ordering::Acquire) };
         Ring {
-            head,
             tail,
             data,
             cap,
-            pos,
-            seen,
+            lines: (cap / SLOT) as u64,
+            pos: t,
+            seen: t,
+            cleared: t,
+            rec_len: 0,
+            rec_off: 0,
         }
     }
 
-    /// Producer: room left, as far as the last seen tail tells. The counters live in memory
+    /// The stamp word of line `line`.
+    fn stamp_at(&self, line: u64) -> &AtomicU64 {
+        // lines is a power of two (cap is).
+        let off = (line & (self.lines - 1)) as usize * SLOT;
+        // SAFETY: off + 8 <= cap; lines are 64-aligned within a 128-aligned area.
+        unsafe { &*self.data.add(off).cast::<AtomicU64>() }
+    }
+
+    /// Producer: lines free, as far as the last seen tail tells. The counters live in memory
     /// another process writes, so arithmetic never trusts them to be consistent.
-    fn free(&self) -> usize {
-        let used = self.pos.wrapping_sub(self.seen).min(self.cap as u64) as usize;
-        self.cap - used
+    fn free_lines(&self) -> u64 {
+        self.lines - self.pos.wrapping_sub(self.seen).min(self.lines)
     }
 
-    /// Consumer: bytes published and not yet read, as far as the last seen head tells.
-    fn available(&self) -> usize {
-        self.seen.wrapping_sub(self.pos).min(self.cap as u64) as usize
-    }
-
-    /// Most bytes moved per call: publishing in pieces lets the consumer copy out one piece
-    /// while the producer copies in the next.
+    /// Most payload bytes per record: publishing in pieces lets the consumer copy out one
+    /// piece while the producer copies in the next.
     fn chunk(&self) -> usize {
-        (self.cap / 8).max(4096)
+        (self.cap / 8).clamp(4096, MAX_RECORD)
     }
 
-    /// Producer: appends as much of `bufs` (concatenated) as fits, up to one chunk.
+    /// Producer: appends as much of `bufs` (concatenated) as fits, up to one record.
     pub(crate) fn push(&mut self, bufs: &[&[u8]]) -> usize {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut free = self.free();
-        if free < total {
+        let want = total.min(self.chunk());
+        if want == 0 {
+            return 0;
+        }
+        // One line more than the record: the next record's stamp word is cleared too.
+        if self.free_lines() < lines_of(want) + 1 {
             // SAFETY: valid counter (Ring::new's contract).
             self.seen = unsafe { (*self.tail).load(Ordering::Acquire) };
-            free = self.free();
         }
-        let free = free.min(self.chunk());
-        let mut done = 0;
+        let free = self.free_lines() as usize;
+        if free < 2 {
+            return 0;
+        }
+        let n = want.min((free - 1) * SLOT - STAMP);
+        let mut at = self.pos as usize * SLOT + STAMP;
+        let mut left = n;
         for b in bufs {
-            let take = b.len().min(free - done);
-            self.copy_in(self.pos.wrapping_add(done as u64), &b[..take]);
-            done += take;
-            if done == free {
-                break;
-            }
+            let take = b.len().min(left);
+            self.copy_in(at, &b[..take]);
+            at += take;
+            left -= take;
         }
-        if done > 0 {
-            self.pos = self.pos.wrapping_add(done as u64);
-            // SAFETY: valid counter.
-            unsafe { (*self.head).store(self.pos, Ordering::Release) };
+        let next = self.pos + lines_of(n);
+        self.clear_ahead(next);
+        self.stamp_at(self.pos)
+            .store(stamp(self.pos, n), Ordering::Release);
+        self.pos = next;
+        n
+    }
+
+    /// Producer: makes sure the stamp word of line `next`, where the next record will start,
+    /// is clear before the record ending there is published. Lines are cleared a batch at a
+    /// time, as far ahead as the consumer's last seen tail allows, so that the stores that
+    /// take these lines from the consumer's cache seldom delay a publication.
+    fn clear_ahead(&mut self, next: u64) {
+        const BATCH: u64 = 32;
+        if next < self.cleared {
+            return;
+        }
+        let end = (next + BATCH).min(self.seen + self.lines);
+        for line in next..end {
+            self.stamp_at(line).store(0, Ordering::Relaxed);
+        }
+        self.cleared = end;
+    }
+
+    /// Consumer: whether a record is in hand or published (one load of a stamp word).
+    fn ready(&self) -> bool {
+        self.rec_len > 0
+            || self.stamp_at(self.pos).load(Ordering::Acquire) >> LEN_BITS
+                == self.pos.wrapping_add(1) & LINE_MASK
+    }
+
+    /// Consumer: takes the record at `pos` in hand if it is published; whether one is.
+    fn next_record(&mut self) -> bool {
+        if self.rec_len > 0 {
+            return true;
+        }
+        let w = self.stamp_at(self.pos).load(Ordering::Acquire);
+        if w >> LEN_BITS != self.pos.wrapping_add(1) & LINE_MASK {
+            return false;
+        }
+        // A zero length is never written; a corrupt one is clamped to the ring.
+        let room = (self.lines as usize - 1) * SLOT - STAMP;
+        self.rec_len = (w as usize & MAX_RECORD).min(room);
+        self.rec_off = 0;
+        self.rec_len > 0
+    }
+
+    /// Consumer: moves available bytes into `buf`, record after record while they last.
+    pub(crate) fn pop(&mut self, buf: &mut [MaybeUninit<u8>]) -> usize {
+        let mut done = 0;
+        while done < buf.len() && self.next_record() {
+            let n = (self.rec_len - self.rec_off).min(buf.len() - done);
+            let at = self.pos as usize * SLOT + STAMP + self.rec_off;
+            self.copy_out(at, &mut buf[done..done + n]);
+            done += n;
+            self.rec_off += n;
+            if self.rec_off == self.rec_len {
+                self.pos += lines_of(self.rec_len);
+                self.rec_len = 0;
+                // SAFETY: valid counter.
+                unsafe { (*self.tail).store(self.pos, Ordering::Release) };
+            }
         }
         done
     }
 
-    /// Consumer: moves available bytes into `buf`, up to one chunk.
-    pub(crate) fn pop(&mut self, buf: &mut [MaybeUninit<u8>]) -> usize {
-        let mut avail = self.available();
-        if avail < buf.len() {
-            // SAFETY: valid counter.
-            self.seen = unsafe { (*self.head).load(Ordering::Acquire) };
-            avail = self.available();
-        }
-        let n = avail.min(buf.len()).min(self.chunk());
-        if n > 0 {
-            self.copy_out(self.pos, &mut buf[..n]);
-            self.pos = self.pos.wrapping_add(n as u64);
-            // SAFETY: valid counter.
-            unsafe { (*self.tail).store(self.pos, Ordering::Release) };
-        }
-        n
-    }
-
-    fn copy_in(&self, at: u64, src: &[u8]) {
-        let off = at as usize & (self.cap - 1);
+    fn copy_in(&self, at: usize, src: &[u8]) {
+        let off = at & (self.cap - 1);
         let first = src.len().min(self.cap - off);
-        // SAFETY: off + first <= cap and src.len() - first <= off <= cap; the bytes are free
-        // (between head and tail + cap), so the consumer does not touch them.
+        // SAFETY: off + first <= cap and src.len() - first <= off <= cap; the lines are free
+        // (between the producer's position and tail + cap), so the consumer does not read
+        // them.
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data, src.len() - first);
+            copy(src.as_ptr(), self.data.add(off), first);
+            if first < src.len() {
+                copy(src.as_ptr().add(first), self.data, src.len() - first);
+            }
         }
     }
 
-    fn copy_out(&self, at: u64, dst: &mut [MaybeUninit<u8>]) {
-        let off = at as usize & (self.cap - 1);
+    fn copy_out(&self, at: usize, dst: &mut [MaybeUninit<u8>]) {
+        let off = at & (self.cap - 1);
         let first = dst.len().min(self.cap - off);
-        // SAFETY: bounds as in copy_in; the bytes are published (below head), so the
-        // producer does not touch them until tail moves past them.
+        // SAFETY: bounds as in copy_in; the bytes are published (their record's stamp was
+        // read with acquire ordering), so the producer does not touch them until tail moves
+        // past them.
         unsafe {
             let dst_ptr = dst.as_mut_ptr().cast::<u8>();
-            std::ptr::copy_nonoverlapping(self.data.add(off), dst_ptr, first);
-            std::ptr::copy_nonoverlapping(self.data, dst_ptr.add(first), dst.len() - first);
+            copy(self.data.add(off), dst_ptr, first);
+            if first < dst.len() {
+                copy(self.data, dst_ptr.add(first), dst.len() - first);
+            }
+        }
+    }
+}
+
+/// Copies `len` bytes; small copies (envelopes, small payloads) inline, without a call.
+///
+/// # Safety
+/// As `std::ptr::copy_nonoverlapping`.
+#[inline(always)]
+unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY (all below): within src[..len] and dst[..len] (the caller's contract); unaligned
+    // accesses of plain bytes.
+    unsafe {
+        if len > 32 {
+            std::ptr::copy_nonoverlapping(src, dst, len);
+        } else if len >= 8 {
+            // Words from the front, and one that ends at the last byte (may overlap).
+            let mut i = 0;
+            while i + 8 <= len {
+                dst.add(i)
+                    .cast::<u64>()
+                    .write_unaligned(src.add(i).cast::<u64>().read_unaligned());
+                i += 8;
+            }
+            let last = len - 8;
+            dst.add(last)
+                .cast::<u64>()
+                .write_unaligned(src.add(last).cast::<u64>().read_unaligned());
+        } else {
+            for i in 0..len {
+                *dst.add(i) = *src.add(i);
+            }
         }
     }
 }
@@ -267,7 +389,7 @@ impl ShmTransport {
             .map(|s| {
                 // SAFETY: ring s of our own inbox, mapped for as long as `maps` holds it;
                 // we are its only consumer.
-                (s != rank).then(|| unsafe { Ring::new(ring_base(&map, s, cap), cap, false) })
+                (s != rank).then(|| unsafe { Ring::new(ring_base(&map, s, cap), cap) })
             })
             .collect();
         Ok(ShmTransport {
@@ -320,8 +442,7 @@ impl ShmTransport {
             )));
         }
         // SAFETY: our ring in the peer's inbox, mapped while `maps` holds it; we are its only producer.
-        self.tx[dest] =
-            Some(unsafe { Ring::new(ring_base(&map, self.rank, self.cap), self.cap, true) });
+        self.tx[dest] = Some(unsafe { Ring::new(ring_base(&map, self.rank, self.cap), self.cap) });
         self.maps.push(map);
         Ok(true)
     }
@@ -337,6 +458,10 @@ impl Transport for ShmTransport {
 
     fn read_some(&mut self, src: usize, buf: &mut [MaybeUninit<u8>]) -> Result<usize> {
         Ok(self.rx[src].as_mut().map_or(0, |r| r.pop(buf)))
+    }
+
+    fn has_input(&self) -> bool {
+        self.rx.iter().flatten().any(Ring::ready)
     }
 }
 
@@ -367,7 +492,7 @@ mod tests {
     fn wraps_and_streams_larger_than_capacity() {
         let (_mem, base) = local(4096);
         // SAFETY: the storage outlives both ends; one producer, one consumer.
-        let (mut p, mut c) = unsafe { (Ring::new(base, 4096, true), Ring::new(base, 4096, false)) };
+        let (mut p, mut c) = unsafe { (Ring::new(base, 4096), Ring::new(base, 4096)) };
         let msg: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut got = Vec::new();
         let mut sent = 0;
@@ -387,7 +512,7 @@ mod tests {
         let n = 200_000u32;
         let producer = std::thread::spawn(move || {
             // SAFETY: the storage lives until both threads are joined; one producer.
-            let mut p = unsafe { Ring::new(base as *mut u8, 4096, true) };
+            let mut p = unsafe { Ring::new(base as *mut u8, 4096) };
             let data: Vec<u8> = (0..n).flat_map(|i| i.to_le_bytes()).collect();
             let mut off = 0;
             while off < data.len() {
@@ -399,7 +524,7 @@ mod tests {
             }
         });
         // SAFETY: as above; one consumer.
-        let mut c = unsafe { Ring::new(base as *mut u8, 4096, false) };
+        let mut c = unsafe { Ring::new(base as *mut u8, 4096) };
         let mut got = Vec::with_capacity(n as usize * 4);
         let mut tmp = [MaybeUninit::new(0u8); 1000];
         while got.len() < n as usize * 4 {
@@ -420,7 +545,7 @@ mod tests {
     fn gathers_header_and_payload() {
         let (_mem, base) = local(4096);
         // SAFETY: storage outlives both ends.
-        let (mut p, mut c) = unsafe { (Ring::new(base, 4096, true), Ring::new(base, 4096, false)) };
+        let (mut p, mut c) = unsafe { (Ring::new(base, 4096), Ring::new(base, 4096)) };
         assert_eq!(p.push(&[b"head", b"", b"body"]), 8);
         let mut out = [MaybeUninit::new(0u8); 16];
         assert_eq!(c.pop(&mut out), 8);
@@ -430,9 +555,14 @@ mod tests {
             .map(|b| unsafe { b.assume_init() })
             .collect();
         assert_eq!(out, b"headbody");
-        // Full ring: a push takes only what fits.
+        // Full ring: a push takes only what fits (less than the capacity: stamps and a spare
+        // line), then nothing until the consumer reads.
         let big = vec![1u8; 5000];
-        assert_eq!(p.push(&[&big]), 4096);
+        let first = p.push(&[&big]);
+        assert!(first > 3900 && first < 4096, "{first}");
         assert_eq!(p.push(&[&big]), 0);
+        let mut sink = vec![MaybeUninit::new(0u8); 5000];
+        assert_eq!(c.pop(&mut sink), first);
+        assert!(p.push(&[&big]) > 3900);
     }
 }
