@@ -850,10 +850,10 @@ fn run_items<C: Callable<T>, T>(call: C, items: Vec<T>) -> Reply<C::Output> {
     let mut out: Vec<C::Output> = Vec::with_capacity(len);
     let mut failed: Vec<(usize, String)> = Vec::new();
     // One catch_unwind per run of items keeps the loop tight; a panic restarts it.
+    // `extend` over an exact-size iterator writes in place (vectorizable), and on a panic
+    // leaves `out` holding exactly the values made before it.
     while let Err(p) = catch_unwind(AssertUnwindSafe(|| {
-        for item in it.by_ref() {
-            out.push(call.invoke(item));
-        }
+        out.extend(it.by_ref().map(|item| call.invoke(item)));
     })) {
         failed.push((out.len() + failed.len(), panic_message(p.as_ref())));
     }
