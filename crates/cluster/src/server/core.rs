@@ -2,7 +2,7 @@
 //! go in, answers and messages for agents come out. The daemon around it ([`super::daemon::run`]) only
 //! moves bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hpcbox_pbs::errno::PbsErrno;
 use hpcbox_pbs::format::history::{finish_comment, job_run_comment, JobEnd};
@@ -47,9 +47,13 @@ pub struct Job {
     pub finished: bool,
     /// Who deleted it while it ran, for its comment.
     pub deleted_by: Option<String>,
-    /// An array's subjobs that have started, by index (the others are queued).
-    #[serde(default)]
+    /// An array's subjobs that have started, by index (the others are queued). Stored as rows
+    /// of their own (read here from records written before that).
+    #[serde(default, skip_serializing)]
     pub subjobs: BTreeMap<u32, SubJob>,
+    /// Subjobs changed since the job was last stored.
+    #[serde(skip)]
+    changed: BTreeSet<u32>,
     /// The submission (without its script), from which `qalter` rebuilds the job.
     #[serde(default)]
     pub request: Option<SubmitRequest>,
@@ -86,11 +90,14 @@ impl Job {
                 finished: &mut self.finished,
                 deleted_by: &mut self.deleted_by,
             }),
-            Some(i) => self.subjobs.get_mut(&i).map(|sub| TaskRef {
-                attrs: &mut sub.attrs,
-                run: &mut sub.run,
-                finished: &mut sub.finished,
-                deleted_by: &mut sub.deleted_by,
+            Some(i) => self.subjobs.get_mut(&i).map(|sub| {
+                self.changed.insert(i);
+                TaskRef {
+                    attrs: &mut sub.attrs,
+                    run: &mut sub.run,
+                    finished: &mut sub.finished,
+                    deleted_by: &mut sub.deleted_by,
+                }
             }),
         }
     }
@@ -227,7 +234,18 @@ impl Core {
             let _ = core.sched.apply(Event::NodeDown(name.clone()));
             core.nodes.insert(name, node);
         }
-        for (seq, finished, job) in core.store.jobs::<Job>()? {
+        let mut jobs: BTreeMap<u64, (bool, Job)> = core
+            .store
+            .jobs::<Job>()?
+            .into_iter()
+            .map(|(seq, finished, job)| (seq, (finished, job)))
+            .collect();
+        for (seq, index, sub) in core.store.subjobs::<SubJob>()? {
+            if let Some((_, job)) = jobs.get_mut(&seq) {
+                job.subjobs.insert(index, sub);
+            }
+        }
+        for (seq, (finished, job)) in jobs {
             if !finished {
                 core.reschedule(&job);
             }
@@ -634,8 +652,9 @@ impl Core {
         let _ = self.sched.apply(Event::Delete(SchedId::job(seq)));
         let grace = if force { 0 } else { self.kill_delay };
         let job = self.jobs.get_mut(&seq).expect("job exists");
-        for sub in job.subjobs.values_mut().filter(|sub| !sub.finished) {
+        for (&index, sub) in job.subjobs.iter_mut().filter(|(_, sub)| !sub.finished) {
             if let Some(run) = &sub.run {
+                job.changed.insert(index);
                 sub.deleted_by = Some(user.to_string());
                 let kill = ServerMessage::Kill {
                     job_id: sub.attrs.name.clone(),
@@ -1150,6 +1169,7 @@ impl Core {
                 deleted_by: None,
             };
             job.subjobs.insert(i, sub);
+            job.changed.insert(i);
             refresh_array(job, now);
         }
         let (owner, script, argv) = (job.owner.clone(), job.script.clone(), job.argv.clone());
@@ -1219,11 +1239,18 @@ impl Core {
         cpus
     }
 
-    fn persist(&self, seq: u64) {
-        if let Some(job) = self.jobs.get(&seq) {
-            if let Err(e) = self.store.update_job(seq, job, job.finished) {
-                tracing::error!("could not store job {seq}: {e}");
-            }
+    /// Stores job `seq` and the subjobs of it that changed.
+    fn persist(&mut self, seq: u64) {
+        let Some(job) = self.jobs.get_mut(&seq) else {
+            return;
+        };
+        let changed = std::mem::take(&mut job.changed);
+        let subjobs: Vec<(u32, &SubJob)> = changed
+            .iter()
+            .filter_map(|i| job.subjobs.get(i).map(|sub| (*i, sub)))
+            .collect();
+        if let Err(e) = self.store.update_job(seq, job, job.finished, &subjobs) {
+            tracing::error!("could not store job {seq}: {e}");
         }
     }
 }
@@ -1512,6 +1539,7 @@ fn build_job(
         finished: false,
         deleted_by: None,
         subjobs: BTreeMap::new(),
+        changed: BTreeSet::new(),
         request: Some(SubmitRequest {
             script: None,
             ..req.clone()
