@@ -140,11 +140,18 @@ impl<K: Kind> PoolBuilder<K> {
             engine,
             cfg,
             progress: self.progress,
-            spin: crate::usable_cpus() > workers,
+            spin: usable_cpus_at_first_pool() > workers,
             closed: AtomicBool::new(false),
             terminated: AtomicBool::new(false),
         })
     }
+}
+
+/// [`crate::usable_cpus`] as it was when this process built its first pool: reading the
+/// affinity mask and the cgroup files costs more than starting a small pool otherwise does.
+fn usable_cpus_at_first_pool() -> usize {
+    static USABLE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(crate::usable_cpus)
 }
 
 /// A pool of workers with Python's `multiprocessing.Pool` methods.
