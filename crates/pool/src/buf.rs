@@ -142,7 +142,10 @@ unsafe impl<R: Send> Sync for OutBuf<R> {}
 impl<R> OutBuf<R> {
     pub(crate) fn new(n: usize) -> Arc<Self> {
         let mut v = ManuallyDrop::new(Vec::<R>::with_capacity(n));
-        advise_huge_pages(v.as_mut_ptr().cast(), std::mem::size_of::<R>() * v.capacity());
+        advise_huge_pages(
+            v.as_mut_ptr().cast(),
+            std::mem::size_of::<R>() * v.capacity(),
+        );
         Arc::new(OutBuf {
             ptr: v.as_mut_ptr(),
             cap: v.capacity(),
