@@ -162,3 +162,86 @@ fn scale_reports_fits_and_plots_a_sweep() {
     let out = hpcbox(&["scale", "--procs", "1", "--", "sh", "-c", "exit 3"]);
     assert!(!out.status.success());
 }
+
+/// A fake rsh agent in `dir`: `fake-rsh HOST COMMAND` runs COMMAND here with `FAKE_HOST=HOST`.
+fn fake_rsh(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("fake-rsh");
+    let script = "#!/bin/sh\nFAKE_HOST=$1\nexport FAKE_HOST\nshift\nexec sh -c \"$1\"\n";
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// `hpcbox mpiexec -f hosts …` with the fake agent, over a hostfile of two 2-slot nodes.
+fn mpiexec_on_two_nodes(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "# two nodes\nnodeA slots=2\nnodeB slots=2\n").unwrap();
+    Command::new(HPCBOX)
+        .args(["mpiexec", "-f", hosts.to_str().unwrap()])
+        .args(args)
+        .env("HPCBOX_RSH", fake_rsh(dir.path()))
+        .env("HPCBOX_RENDEZVOUS_HOST", "127.0.0.1")
+        .env_remove("PBS_NODEFILE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn mpiexec_starts_ranks_on_hostfile_hosts_through_the_agent() {
+    let out = mpiexec_on_two_nodes(&[
+        "-np",
+        "4",
+        "--tag-output",
+        "sh",
+        "-c",
+        r#"echo "rank $HPCBOX_RANK of $HPCBOX_SIZE on $FAKE_HOST""#,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for (rank, host) in [(0, "nodeA"), (1, "nodeA"), (2, "nodeB"), (3, "nodeB")] {
+        let want = format!("[{rank}] rank {rank} of 4 on {host}\n");
+        assert!(text.contains(&want), "{text}");
+    }
+    // Ranks that talk: computepi's ranks reduce their counts over the TCP rendezvous.
+    let out = mpiexec_on_two_nodes(&[HPCBOX, "computepi", "--samples", "100000"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("workers=4"), "{}", stdout(&out));
+}
+
+#[test]
+fn mpiexec_names_the_failing_rank_and_its_host() {
+    let out = mpiexec_on_two_nodes(&[
+        "-n",
+        "5",
+        "sh",
+        "-c",
+        r#"if [ "$HPCBOX_RANK" = 3 ]; then exit 3; fi; exec sleep 30"#,
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("oversubscribing"), "{err}");
+    assert!(
+        err.contains("mpiexec: rank 3 on nodeB exited with status 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mpiexec_binds_to_a_core() {
+    let out = hpcbox(&[
+        "mpiexec",
+        "-n",
+        "1",
+        "--bind-to",
+        "core",
+        "sh",
+        "-c",
+        "grep Cpus_allowed_list /proc/self/status",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let cpus = text.trim().rsplit('\t').next().unwrap();
+    assert!(cpus.parse::<usize>().is_ok(), "not one CPU: {text}");
+}

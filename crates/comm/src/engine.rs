@@ -7,12 +7,14 @@
 //! has one FIFO stream, messages from one sender arrive in the order they were sent, and the
 //! first matching receive in posting order takes each of them: MPI's non-overtaking rule.
 
+use crate::rendezvous::Lifeline;
 use crate::single_copy::{self, SingleCopy};
 use crate::transport::Transport;
 use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Envelope length on the wire.
@@ -276,8 +278,40 @@ pub(crate) struct Engine {
     /// bytes (acknowledgements) never land inside that message.
     writing: Option<usize>,
     spin: Duration,
+    /// How this rank learns that peers have finished, and tells them it has.
+    peers: Option<PeerWatch>,
+}
+
+/// Where ranks say that they have finished.
+pub(crate) enum PeerWatch {
     /// The rendezvous directory, where each rank leaves `finished-<rank>` when it ends.
-    rendezvous: Option<PathBuf>,
+    Dir(PathBuf),
+    /// The lifeline to the launcher of a TCP rendezvous, which relays the news.
+    Lifeline(Arc<Lifeline>),
+}
+
+impl PeerWatch {
+    fn finished_marker(dir: &Path, rank: usize) -> PathBuf {
+        dir.join(format!("finished-{rank}"))
+    }
+
+    /// Whether `rank` has said it finished.
+    fn finished(&self, rank: usize) -> bool {
+        match self {
+            PeerWatch::Dir(dir) => Self::finished_marker(dir, rank).exists(),
+            PeerWatch::Lifeline(l) => l.finished(rank),
+        }
+    }
+
+    /// Says that `rank` (this one) has finished.
+    fn announce(&self, rank: usize) {
+        match self {
+            PeerWatch::Dir(dir) => {
+                let _ = std::fs::write(Self::finished_marker(dir, rank), b"");
+            }
+            PeerWatch::Lifeline(l) => l.announce_finished(),
+        }
+    }
 }
 
 fn write_at(
@@ -426,7 +460,7 @@ impl Engine {
             declined: vec![false; size],
             writing: None,
             landing: None,
-            rendezvous: None,
+            peers: None,
             spin: if size > cores {
                 Duration::ZERO
             } else {
@@ -435,22 +469,19 @@ impl Engine {
         }
     }
 
-    /// Marks this rank finished in `dir` when the engine ends, and lets long waits notice
-    /// that every other rank has finished, so that such a wait fails instead of hanging.
-    pub(crate) fn watch_peers(&mut self, dir: PathBuf) {
-        self.rendezvous = Some(dir);
-    }
-
-    fn finished_marker(dir: &Path, rank: usize) -> PathBuf {
-        dir.join(format!("finished-{rank}"))
+    /// Announces this rank finished through `peers` when the engine ends, and lets long
+    /// waits notice that every other rank has finished, so that such a wait fails instead
+    /// of hanging.
+    pub(crate) fn watch_peers(&mut self, peers: PeerWatch) {
+        self.peers = Some(peers);
     }
 
     /// Whether every other rank has ended its engine (all it sent is then in our streams).
     fn others_finished(&self) -> bool {
-        self.rendezvous.as_deref().is_some_and(|dir| {
+        self.peers.as_ref().is_some_and(|p| {
             (0..self.size)
                 .filter(|&r| r != self.rank)
-                .all(|r| Self::finished_marker(dir, r).exists())
+                .all(|r| p.finished(r))
         })
     }
 
@@ -868,8 +899,8 @@ impl Drop for Engine {
                 Err(_) => break,
             }
         }
-        if let Some(dir) = &self.rendezvous {
-            let _ = std::fs::write(Self::finished_marker(dir, self.rank), b"");
+        if let Some(peers) = &self.peers {
+            peers.announce(self.rank);
         }
     }
 }

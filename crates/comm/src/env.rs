@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `HPCBOX_RANK` | this process's rank in the world, `0..size` |
 //! | `HPCBOX_SIZE` | number of ranks in the world |
-//! | `HPCBOX_RENDEZVOUS` | a directory all ranks of the job share (shared-memory inboxes, TCP addresses) |
+//! | `HPCBOX_RENDEZVOUS` | a directory all ranks of the job share (shared-memory inboxes, TCP addresses), or `tcp://HOST:PORT`, the launcher's rendezvous for worlds that span hosts (TCP transport, see below) |
 //! | `HPCBOX_JOBKEY` | a token unique to the launch; names the rendezvous directory |
 //! | `HPCBOX_TRANSPORT` | `shm` (default) or `tcp` (loopback TCP) |
 //! | `HPCBOX_SHM_SINGLE_COPY` | `on` (default): messages ≥ 128 KiB are copied once, straight from the sender's memory; `off`: everything streams through the rings; `refuse`: receivers decline (tests the fallback) |
@@ -15,6 +15,11 @@
 //! What ranks leave in the rendezvous directory: `inbox-<rank>` (the shared-memory rings
 //! towards that rank), `tcp-<rank>` (its listening address), `finished-<rank>` (it has ended
 //! and sent everything). Whoever creates the directory removes it; the launcher does.
+//!
+//! With `tcp://HOST:PORT` there is no shared directory: each rank connects there, registers
+//! its rank and its TCP listener's address, gets every rank's address back, and keeps the
+//! connection as its lifeline (it ends when the launcher stops it or goes away). Every rank
+//! of such a world uses TCP.
 
 pub use crate::single_copy::SingleCopy;
 use crate::{Error, Result};
@@ -64,6 +69,31 @@ pub enum TransportKind {
     Tcp,
 }
 
+/// Where the ranks of a world meet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rendezvous {
+    /// A directory every rank shares (one node).
+    Dir(PathBuf),
+    /// The launcher's TCP rendezvous, `HOST:PORT` (worlds that span hosts).
+    Tcp(String),
+}
+
+impl Rendezvous {
+    /// Reads `HPCBOX_RENDEZVOUS`'s value: `tcp://HOST:PORT`, else a directory.
+    ///
+    /// ```
+    /// use hpcbox_comm::env::Rendezvous;
+    /// assert_eq!(Rendezvous::parse("tcp://10.0.0.1:4000"), Rendezvous::Tcp("10.0.0.1:4000".into()));
+    /// assert_eq!(Rendezvous::parse("/dev/shm/x"), Rendezvous::Dir("/dev/shm/x".into()));
+    /// ```
+    pub fn parse(value: &str) -> Rendezvous {
+        match value.strip_prefix(crate::rendezvous::SCHEME) {
+            Some(addr) => Rendezvous::Tcp(addr.to_string()),
+            None => Rendezvous::Dir(PathBuf::from(value)),
+        }
+    }
+}
+
 /// What a rank learns from the launcher.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorldEnv {
@@ -71,8 +101,8 @@ pub struct WorldEnv {
     pub rank: usize,
     /// The world's size.
     pub size: usize,
-    /// The shared rendezvous directory (required when `size > 1`).
-    pub rendezvous: Option<PathBuf>,
+    /// Where the world meets (required when `size > 1`).
+    pub rendezvous: Option<Rendezvous>,
     /// The launch's token (empty when the launcher gave none).
     pub jobkey: String,
     /// The transport to use.
@@ -132,7 +162,7 @@ impl WorldEnv {
         w.ring_bytes = default_ring_bytes(w.size);
         w.rendezvous = get(ENV_RENDEZVOUS)
             .filter(|d| !d.is_empty())
-            .map(PathBuf::from);
+            .map(|d| Rendezvous::parse(&d));
         if w.size > 1 && w.rendezvous.is_none() {
             return Err(env_err(
                 ENV_RENDEZVOUS,
@@ -147,6 +177,10 @@ impl WorldEnv {
                 "tcp" => TransportKind::Tcp,
                 _ => return Err(env_err(ENV_TRANSPORT, &t, "must be shm or tcp")),
             };
+        }
+        if matches!(w.rendezvous, Some(Rendezvous::Tcp(_))) {
+            // No shared directory, maybe several nodes: TCP between every pair.
+            w.transport = TransportKind::Tcp;
         }
         if let Some(v) = get(ENV_SHM_SINGLE_COPY) {
             w.single_copy = match v.as_str() {
@@ -223,7 +257,7 @@ mod tests {
         .unwrap();
         assert_eq!(w.rank, 2);
         assert_eq!(w.size, 3);
-        assert_eq!(w.rendezvous, Some(PathBuf::from("/tmp/r")));
+        assert_eq!(w.rendezvous, Some(Rendezvous::Dir("/tmp/r".into())));
         assert_eq!(w.jobkey, "k");
         assert_eq!(w.transport, TransportKind::Tcp);
         assert_eq!(w.ring_bytes, 8192);
@@ -259,6 +293,18 @@ mod tests {
         assert!(e.to_string().contains("power of two"), "{e}");
         let e = world(&[("HPCBOX_RANK", "0"), ("HPCBOX_SIZE", "0")]).unwrap_err();
         assert!(e.to_string().contains("HPCBOX_SIZE"), "{e}");
+    }
+
+    #[test]
+    fn tcp_rendezvous_means_tcp() {
+        let w = world(&[
+            ("HPCBOX_RANK", "1"),
+            ("HPCBOX_SIZE", "2"),
+            ("HPCBOX_RENDEZVOUS", "tcp://127.0.0.1:5000"),
+        ])
+        .unwrap();
+        assert_eq!(w.rendezvous, Some(Rendezvous::Tcp("127.0.0.1:5000".into())));
+        assert_eq!(w.transport, TransportKind::Tcp);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The launcher: starts the ranks of a world on this node, forwards their output, and ends
-//! them all when one fails (`hpcbox mpiexec`).
+//! The launcher: starts the ranks of a world, on this node or on others, forwards their
+//! output, and ends them all when one fails (`hpcbox mpiexec`).
 //!
 //! Every rank runs in one new process group, so that killing the group ends the ranks and
 //! whatever they started, and gets SIGKILL should its launcher die (`PR_SET_PDEATHSIG`; tied
@@ -8,8 +8,21 @@
 //!
 //! The rendezvous directory goes in `/dev/shm` when it has room for every rank's inbox, else
 //! in the temporary directory.
+//!
+//! Ranks placed on other hosts ([`LaunchSpec::hosts`]) start through an rsh-style agent
+//! ([`crate::remote`]: `$HPCBOX_RSH`, else `ssh -o BatchMode=yes`), whose pipes bring their
+//! output back; the agents run in the world's process group like local ranks. A world with
+//! a remote rank meets through a TCP rendezvous instead of the directory: the launcher
+//! listens on every interface and gives each rank `HPCBOX_RENDEZVOUS=tcp://HOST:PORT`, where
+//! HOST is [`LaunchSpec::rendezvous_host`], else `$HPCBOX_RENDEZVOUS_HOST`, else the address
+//! of this machine that routes to the first remote host, else this host name's address.
+//! Every rank keeps that connection open; when the world fails the launcher closes them,
+//! and remote ranks, which no signal of the launcher reaches, end themselves.
 
 use crate::env::{default_ring_bytes, ENV_JOBKEY, ENV_RANK, ENV_RENDEZVOUS, ENV_SIZE};
+use crate::placement::is_local;
+use crate::remote;
+use crate::rendezvous::{route_to, Server};
 use crate::transport::shm::{free_bytes, inbox_len};
 use crate::{Error, Result};
 use nix::errno::Errno;
@@ -18,6 +31,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -28,6 +42,9 @@ use std::time::{Duration, Instant};
 
 /// Exit status of a launch that ran out of time (as `timeout(1)`).
 pub const TIMEOUT_STATUS: i32 = 124;
+
+/// The variable that names the address remote ranks reach the launcher's rendezvous at.
+pub const ENV_RENDEZVOUS_HOST: &str = "HPCBOX_RENDEZVOUS_HOST";
 
 /// How often the launcher looks for a caught signal.
 const SIGNAL_TICK: Duration = Duration::from_millis(20);
@@ -120,6 +137,16 @@ pub enum StdinMode {
     Bytes(Vec<u8>),
 }
 
+/// Whether local ranks are pinned to CPUs (`--bind-to`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bind {
+    /// Ranks run wherever the kernel puts them.
+    #[default]
+    None,
+    /// The i-th local rank runs on the i-th of the launcher's usable CPUs (wrapping round).
+    Core,
+}
+
 /// What to launch.
 #[derive(Clone, Debug)]
 pub struct LaunchSpec {
@@ -144,6 +171,17 @@ pub struct LaunchSpec {
     /// a process group of their own, so a terminal's Ctrl-C reaches only the launcher:
     /// without this, it would end the launcher and leave the ranks running.
     pub forward_signals: bool,
+    /// The host of each rank, by rank (see [`crate::placement::place`]); empty: every rank
+    /// on this machine. Hosts naming this machine ([`is_local`]) start locally.
+    pub hosts: Vec<String>,
+    /// CPU binding of the ranks on this machine.
+    pub bind: Bind,
+    /// The agent that starts remote ranks, as words (`AGENT HOST COMMAND` runs it); `None`:
+    /// [`remote::agent_from_env`].
+    pub agent: Option<Vec<String>>,
+    /// The address of this machine that remote ranks connect to; `None`: chosen as the
+    /// module documentation says.
+    pub rendezvous_host: Option<IpAddr>,
 }
 
 impl LaunchSpec {
@@ -159,6 +197,10 @@ impl LaunchSpec {
             timeout: None,
             stdin: StdinMode::Forward,
             forward_signals: true,
+            hosts: Vec::new(),
+            bind: Bind::None,
+            agent: None,
+            rendezvous_host: None,
         }
     }
 }
@@ -173,6 +215,15 @@ pub enum RankExit {
 }
 
 impl RankExit {
+    /// How a remote rank ended, from how its agent did: a remote shell reports a rank
+    /// killed by signal N as status 128 + N.
+    pub fn from_agent(agent: RankExit) -> RankExit {
+        match agent {
+            RankExit::Exited(c) if (129..=128 + 64).contains(&c) => RankExit::Signaled(c - 128),
+            other => other,
+        }
+    }
+
     /// Whether it exited with status 0.
     pub fn success(self) -> bool {
         self == RankExit::Exited(0)
@@ -297,9 +348,9 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchOutcome> {
 }
 
 /// The rendezvous directory of one launch, removed on drop.
-struct Rendezvous(PathBuf);
+struct RendezvousDir(PathBuf);
 
-impl Drop for Rendezvous {
+impl Drop for RendezvousDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
@@ -319,7 +370,7 @@ fn jobkey() -> String {
 
 /// The rendezvous directory: in `/dev/shm` when it can hold every rank's inbox, else in the
 /// temporary directory (a file system in memory keeps shared-memory traffic off the disk).
-fn make_rendezvous(key: &str, np: usize) -> Result<Rendezvous> {
+fn make_rendezvous(key: &str, np: usize) -> Result<RendezvousDir> {
     use std::os::unix::fs::DirBuilderExt;
     let shm = Path::new("/dev/shm");
     let need = inbox_len(np, default_ring_bytes(np)).saturating_mul(np) as u64;
@@ -338,7 +389,149 @@ fn make_rendezvous(key: &str, np: usize) -> Result<Rendezvous> {
                 e,
             )
         })?;
-    Ok(Rendezvous(dir))
+    Ok(RendezvousDir(dir))
+}
+
+/// Where one launch's ranks meet: the directory (every rank on this machine) or the TCP
+/// rendezvous (some rank elsewhere). Dropping it removes the directory or stops the server.
+enum Meeting {
+    /// The rendezvous directory.
+    Dir(RendezvousDir),
+    /// The TCP rendezvous and the `HPCBOX_RENDEZVOUS` value that reaches it.
+    Tcp(Server, String),
+}
+
+impl Meeting {
+    /// The directory for an all-local world, else a TCP rendezvous reachable at `host`.
+    fn open(spec: &LaunchSpec, sites: &[Site], key: &str) -> Result<Meeting> {
+        let first_remote = sites.iter().find_map(|s| match s {
+            Site::Remote(h) => Some(h.as_str()),
+            Site::Local { .. } => None,
+        });
+        let Some(peer) = first_remote else {
+            return Ok(Meeting::Dir(make_rendezvous(key, spec.np)?));
+        };
+        let server = Server::start(spec.np, key)?;
+        let url = server.url(rendezvous_host(spec, peer));
+        Ok(Meeting::Tcp(server, url))
+    }
+
+    /// The value of `HPCBOX_RENDEZVOUS`.
+    fn value(&self) -> String {
+        match self {
+            Meeting::Dir(d) => d.0.to_string_lossy().into_owned(),
+            Meeting::Tcp(_, url) => url.clone(),
+        }
+    }
+
+    /// Ends every rank's lifeline (TCP rendezvous): remote ranks then end themselves.
+    fn stop(&self) {
+        if let Meeting::Tcp(server, _) = self {
+            server.stop();
+        }
+    }
+}
+
+/// The address remote ranks reach this machine at (see the module documentation).
+fn rendezvous_host(spec: &LaunchSpec, peer: &str) -> IpAddr {
+    spec.rendezvous_host
+        .or_else(|| std::env::var(ENV_RENDEZVOUS_HOST).ok()?.parse().ok())
+        .or_else(|| route_to(peer))
+        .or_else(|| {
+            (hostname(), 0)
+                .to_socket_addrs()
+                .ok()?
+                .map(|a| a.ip())
+                .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Where one rank runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Site {
+    /// On this machine, pinned to this CPU when binding.
+    Local {
+        /// The CPU.
+        cpu: Option<usize>,
+    },
+    /// On this host, through the agent.
+    Remote(String),
+}
+
+/// Every rank's site: remote where `spec.hosts` names another machine, else local, the
+/// i-th local rank on `cpus[i % len]` when binding.
+fn sites(spec: &LaunchSpec, cpus: &[usize]) -> Vec<Site> {
+    let me = hostname();
+    let mut local = 0;
+    (0..spec.np)
+        .map(|rank| match spec.hosts.get(rank) {
+            Some(h) if !is_local(h, &me) => Site::Remote(h.clone()),
+            _ => {
+                let bind = spec.bind == Bind::Core && !cpus.is_empty();
+                let cpu = bind.then(|| cpus[local % cpus.len()]);
+                local += 1;
+                Site::Local { cpu }
+            }
+        })
+        .collect()
+}
+
+/// The CPUs this process may run on, in order.
+pub fn usable_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    let Ok(set) = sched_getaffinity(Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
+}
+
+/// What every rank of one launch shares.
+struct Setup {
+    /// The launch's token.
+    key: String,
+    /// Where the ranks meet.
+    meeting: Meeting,
+    /// Where each rank runs.
+    sites: Vec<Site>,
+    /// The agent that starts remote ranks.
+    agent: Vec<String>,
+    /// The directory remote ranks start in (the launcher's).
+    workdir: String,
+    /// This machine's name.
+    hostname: String,
+}
+
+impl Setup {
+    /// The host `rank` runs on, as failure messages name it.
+    fn host(&self, rank: usize) -> &str {
+        match &self.sites[rank] {
+            Site::Local { .. } => &self.hostname,
+            Site::Remote(h) => h,
+        }
+    }
+
+    /// How `rank` ended, given how its process (the agent, for a remote rank) did.
+    fn rank_exit(&self, rank: usize, exit: RankExit) -> RankExit {
+        match self.sites[rank] {
+            Site::Local { .. } => exit,
+            Site::Remote(_) => RankExit::from_agent(exit),
+        }
+    }
+
+    /// The environment of `rank`: the spec's, then the `HPCBOX_*` contract.
+    fn env(&self, spec: &LaunchSpec, rank: usize) -> Vec<(String, String)> {
+        let mut env = spec.env.clone();
+        env.extend([
+            (ENV_RANK.to_string(), rank.to_string()),
+            (ENV_SIZE.to_string(), spec.np.to_string()),
+            (ENV_RENDEZVOUS.to_string(), self.meeting.value()),
+            (ENV_JOBKEY.to_string(), self.key.clone()),
+        ]);
+        env
+    }
 }
 
 /// This node's name.
@@ -358,23 +551,42 @@ fn kill_world(pgid: i32) {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
-fn spawn_rank(
-    spec: &LaunchSpec,
-    rank: usize,
-    pgid: i32,
-    dir: &Path,
-    key: &str,
-) -> std::io::Result<Child> {
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args);
-    for (k, v) in &spec.env {
-        cmd.env(k, v);
+/// The command that starts `rank`: the program itself, or the agent that starts it.
+fn rank_command(spec: &LaunchSpec, setup: &Setup, rank: usize) -> Command {
+    let env = setup.env(spec, rank);
+    match &setup.sites[rank] {
+        Site::Local { cpu } => local_command(spec, env, *cpu),
+        Site::Remote(host) => {
+            let text = |s: &OsString| s.to_string_lossy().into_owned();
+            let args: Vec<String> = spec.args.iter().map(text).collect();
+            let line = remote::command_string(&setup.workdir, &env, &text(&spec.program), &args);
+            remote::agent_command(&setup.agent, host, &line)
+        }
     }
-    cmd.env(ENV_RANK, rank.to_string())
-        .env(ENV_SIZE, spec.np.to_string())
-        .env(ENV_RENDEZVOUS, dir)
-        .env(ENV_JOBKEY, key)
-        .stdout(Stdio::piped())
+}
+
+/// The program with `env`, pinned to `cpu` if given.
+fn local_command(spec: &LaunchSpec, env: Vec<(String, String)>, cpu: Option<usize>) -> Command {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args).envs(env);
+    let Some(set) = cpu.and_then(|c| {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(c).ok().map(|()| set)
+    }) else {
+        return cmd;
+    };
+    // SAFETY: sched_setaffinity is one system call on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+        });
+    }
+    cmd
+}
+
+fn spawn_rank(spec: &LaunchSpec, setup: &Setup, rank: usize, pgid: i32) -> std::io::Result<Child> {
+    let mut cmd = rank_command(spec, setup, rank);
+    cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(if rank == 0 && spec.stdin != StdinMode::Null {
             Stdio::piped()
@@ -463,8 +675,9 @@ fn reap(pgid: i32, events: mpsc::Sender<(i32, RankExit)>) {
 /// Starts `spec.np` ranks of `spec.program` in one new process group, with the `HPCBOX_*`
 /// environment of [`crate::env`], and waits for them. Each output line goes to `sink`. When a
 /// rank exits with a non-zero status or is killed by a signal, or the timeout runs out, the
-/// launcher kills every rank (SIGKILL to the group, so nothing they started is left) and
-/// reports the first failure. The rendezvous directory is removed in every case.
+/// launcher kills every rank (SIGKILL to the group, so nothing they started is left; remote
+/// ranks end when their lifeline closes) and reports the first failure. The rendezvous
+/// directory is removed, and the TCP rendezvous closed, in every case.
 ///
 /// ```no_run
 /// use hpcbox_comm::launch::{launch, LaunchSpec};
@@ -481,16 +694,22 @@ pub fn launch_with(spec: &LaunchSpec, sink: Arc<dyn OutputSink>) -> Result<Launc
             "mpiexec needs at least one rank".into(),
         ));
     }
+    if !spec.hosts.is_empty() && spec.hosts.len() != spec.np {
+        return Err(Error::InvalidArgument(format!(
+            "{} hosts given for {} ranks: give one per rank",
+            spec.hosts.len(),
+            spec.np
+        )));
+    }
     let start = Instant::now();
-    let key = jobkey();
     // Caught from before the first spawn: a Ctrl-C while ranks start still reaches them.
     let signals = spec.forward_signals.then(signals::Guard::install);
-    let dir = make_rendezvous(&key, spec.np)?;
-    let world = spawn_world(spec, sink, &dir.0, &key)?;
-    let (exits, failure) = supervise(spec, &world, signals.as_ref(), start);
+    let setup = prepare(spec)?;
+    let world = spawn_world(spec, sink, &setup)?;
+    let (exits, failure) = supervise(spec, &world, &setup, signals.as_ref(), start);
     drop(signals);
     drain_output(&world.output_done, spec.np);
-    drop(dir);
+    drop(setup);
     let status = match &failure {
         None => 0,
         Some(Failure::Rank { exit, .. }) => exit.status(),
@@ -500,6 +719,23 @@ pub fn launch_with(spec: &LaunchSpec, sink: Arc<dyn OutputSink>) -> Result<Launc
         status,
         exits,
         failure,
+    })
+}
+
+/// Sites, rendezvous and agent of a launch.
+fn prepare(spec: &LaunchSpec) -> Result<Setup> {
+    let key = jobkey();
+    let sites = sites(spec, &usable_cpus());
+    let meeting = Meeting::open(spec, &sites, &key)?;
+    let workdir =
+        std::env::current_dir().map_err(|e| Error::io("reading the working directory", e))?;
+    Ok(Setup {
+        key,
+        meeting,
+        sites,
+        agent: spec.agent.clone().unwrap_or_else(remote::agent_from_env),
+        workdir: workdir.to_string_lossy().into_owned(),
+        hostname: hostname(),
     })
 }
 
@@ -514,19 +750,15 @@ struct World {
 }
 
 /// Starts every rank with its output forwarded; on a failed start, ends those started.
-fn spawn_world(
-    spec: &LaunchSpec,
-    sink: Arc<dyn OutputSink>,
-    dir: &Path,
-    key: &str,
-) -> Result<World> {
+fn spawn_world(spec: &LaunchSpec, sink: Arc<dyn OutputSink>, setup: &Setup) -> Result<World> {
     let (done_tx, output_done) = mpsc::channel();
     let mut pids = Vec::with_capacity(spec.np);
     let mut pgid = 0;
     for rank in 0..spec.np {
-        let mut child = match spawn_rank(spec, rank, pgid, dir, key) {
+        let mut child = match spawn_rank(spec, setup, rank, pgid) {
             Ok(c) => c,
             Err(source) => {
+                setup.meeting.stop();
                 if pgid != 0 {
                     kill_world(pgid);
                     for &pid in &pids {
@@ -568,6 +800,7 @@ fn spawn_world(
 fn supervise(
     spec: &LaunchSpec,
     world: &World,
+    setup: &Setup,
     signals: Option<&signals::Guard>,
     start: Instant,
 ) -> (Vec<RankExit>, Option<Failure>) {
@@ -576,11 +809,11 @@ fn supervise(
     let mut exits: Vec<Option<RankExit>> = vec![None; spec.np];
     let mut remaining = spec.np;
     let mut failure = None;
-    let host = hostname();
     let mut forwarded: Option<Instant> = None;
     let mut killed = false;
     let kill = |killed: &mut bool| {
         kill_world(world.pgid);
+        setup.meeting.stop();
         *killed = true;
     };
     while remaining > 0 {
@@ -621,12 +854,13 @@ fn supervise(
         let Some(rank) = world.pids.iter().position(|&p| p == pid) else {
             continue;
         };
+        let exit = setup.rank_exit(rank, exit);
         exits[rank] = Some(exit);
         remaining -= 1;
         if failure.is_none() && !exit.success() {
             failure = Some(Failure::Rank {
                 rank,
-                host: host.clone(),
+                host: setup.host(rank).to_string(),
                 exit,
             });
             if remaining > 0 {
@@ -807,6 +1041,72 @@ mod tests {
         let spec = LaunchSpec::new(2, "/nonexistent/hpcbox-no-such-program");
         let e = launch_with(&spec, Arc::new(Collect::default())).unwrap_err();
         assert!(e.to_string().contains("could not start rank 0"), "{e}");
+    }
+
+    #[test]
+    fn bind_to_core_pins_each_local_rank_to_one_cpu() {
+        let cpus = usable_cpus();
+        let mut spec = sh(3, "grep Cpus_allowed_list /proc/self/status");
+        spec.bind = Bind::Core;
+        let (out, lines) = run(&spec);
+        assert_eq!(out.status, 0);
+        for rank in 0..3 {
+            let want = format!("Cpus_allowed_list:\t{}", cpus[rank % cpus.len()]);
+            assert!(lines.contains(&(rank, Stream::Stdout, want)), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn sites_bind_local_ranks_in_turn_and_send_others_away() {
+        let mut spec = LaunchSpec::new(4, "prog");
+        spec.hosts = vec![
+            "localhost".into(),
+            "elsewhere".into(),
+            hostname(),
+            "127.0.0.1".into(),
+        ];
+        spec.bind = Bind::Core;
+        let got = sites(&spec, &[4, 6]);
+        let local = |c| Site::Local { cpu: Some(c) };
+        assert_eq!(
+            got,
+            [
+                local(4),
+                Site::Remote("elsewhere".into()),
+                local(6),
+                local(4)
+            ]
+        );
+        spec.bind = Bind::None;
+        assert_eq!(sites(&spec, &[4, 6])[0], Site::Local { cpu: None });
+    }
+
+    #[test]
+    fn remote_exit_reads_the_shell_status() {
+        assert_eq!(
+            RankExit::from_agent(RankExit::Exited(137)),
+            RankExit::Signaled(9)
+        );
+        assert_eq!(
+            RankExit::from_agent(RankExit::Exited(3)),
+            RankExit::Exited(3)
+        );
+        assert_eq!(
+            RankExit::from_agent(RankExit::Exited(255)),
+            RankExit::Exited(255)
+        );
+        assert_eq!(
+            RankExit::from_agent(RankExit::Signaled(9)),
+            RankExit::Signaled(9)
+        );
+    }
+
+    #[test]
+    fn hosts_must_match_the_ranks() {
+        let mut spec = LaunchSpec::new(2, "true");
+        spec.hosts = vec!["a".into()];
+        let e = launch_with(&spec, Arc::new(Collect::default())).unwrap_err();
+        assert!(e.to_string().contains("one per rank"), "{e}");
     }
 
     #[test]

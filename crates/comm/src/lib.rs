@@ -5,7 +5,8 @@
 //! launcher ([`launch::launch`]), the process learns its rank, the world's size and a
 //! rendezvous directory from the environment ([`env`](mod@env)); started alone it is a world of one.
 //! Ranks on one node exchange messages through shared-memory rings; `HPCBOX_TRANSPORT=tcp`
-//! switches to loopback TCP.
+//! switches to loopback TCP. A world that spans hosts (a hostfile naming other machines)
+//! meets through the launcher's TCP rendezvous and uses TCP throughout.
 //!
 //! ```
 //! use hpcbox_comm::{Op, ANY_SOURCE, ANY_TAG};
@@ -40,7 +41,10 @@ mod engine;
 pub mod env;
 mod error;
 pub mod launch;
+pub mod placement;
 mod pod;
+pub mod remote;
+mod rendezvous;
 mod request;
 mod single_copy;
 mod transport;
@@ -50,7 +54,7 @@ pub use error::{Error, Result};
 pub use pod::{Kind, Op, Pod};
 pub use request::{wait_all, PendingRecv, RecvObjRequest, RecvRequest, Request, SendRequest};
 
-use env::{TransportKind, WorldEnv};
+use env::{Rendezvous, TransportKind, WorldEnv};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,35 +68,26 @@ pub fn init() -> Result<Communicator> {
 /// Joins the world `env` describes (see [`init`]).
 pub fn init_with(env: &WorldEnv) -> Result<Communicator> {
     static JOINED: AtomicBool = AtomicBool::new(false);
-    let transport: Option<Box<dyn transport::Transport>> = match &env.rendezvous {
-        Some(dir) if env.size > 1 => {
+    let joined = match &env.rendezvous {
+        Some(rendezvous) if env.size > 1 => {
             if JOINED.swap(true, Ordering::SeqCst) {
                 return Err(Error::InvalidArgument(
                     "init: this process already joined its world".into(),
                 ));
             }
-            Some(match env.transport {
-                TransportKind::Shm => Box::new(transport::shm::ShmTransport::new(
-                    dir,
-                    env.rank,
-                    env.size,
-                    env.ring_bytes,
-                )?),
-                TransportKind::Tcp => {
-                    Box::new(transport::tcp::TcpTransport::new(dir, env.rank, env.size)?)
-                }
-            })
+            Some(connect(env, rendezvous)?)
         }
         _ => None,
     };
     // Single copy needs both ranks on one node, so shared memory.
-    let single_copy = match (&transport, env.transport) {
+    let single_copy = match (&joined, env.transport) {
         (Some(_), TransportKind::Shm) => env.single_copy,
         _ => env::SingleCopy::Off,
     };
+    let (transport, peers) = joined.unzip();
     let mut engine = engine::Engine::new(env.rank, env.size, transport, single_copy);
-    if let (Some(dir), true) = (&env.rendezvous, env.size > 1) {
-        engine.watch_peers(dir.clone());
+    if let Some(peers) = peers {
+        engine.watch_peers(peers);
     }
     Ok(Communicator {
         engine: Rc::new(RefCell::new(engine)),
@@ -100,5 +95,30 @@ pub fn init_with(env: &WorldEnv) -> Result<Communicator> {
         rank: env.rank,
         group: (0..env.size as u32).collect::<Vec<u32>>().into(),
         derived: Cell::new(0),
+    })
+}
+
+/// This rank's transport to its peers, and how it hears that they finished.
+fn connect(
+    env: &WorldEnv,
+    rendezvous: &Rendezvous,
+) -> Result<(Box<dyn transport::Transport>, engine::PeerWatch)> {
+    use transport::{shm::ShmTransport, tcp::TcpTransport};
+    Ok(match (rendezvous, env.transport) {
+        (Rendezvous::Dir(dir), TransportKind::Shm) => (
+            Box::new(ShmTransport::new(dir, env.rank, env.size, env.ring_bytes)?),
+            engine::PeerWatch::Dir(dir.clone()),
+        ),
+        (Rendezvous::Dir(dir), TransportKind::Tcp) => (
+            Box::new(TcpTransport::new(dir, env.rank, env.size)?),
+            engine::PeerWatch::Dir(dir.clone()),
+        ),
+        (Rendezvous::Tcp(addr), _) => {
+            let j = rendezvous::join(addr, &env.jobkey, env.rank, env.size)?;
+            (
+                Box::new(TcpTransport::with_table(j.listener, env.rank, j.table)?),
+                engine::PeerWatch::Lifeline(j.lifeline),
+            )
+        }
     })
 }

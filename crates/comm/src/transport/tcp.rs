@@ -1,5 +1,6 @@
-//! TCP over loopback: each rank listens on an ephemeral port and publishes `tcp-<rank>`
-//! (`ip:port`) in the rendezvous directory. A sender connects to a destination on its first
+//! TCP: each rank listens on an ephemeral port. On one node it listens on loopback and
+//! publishes `tcp-<rank>` (`ip:port`) in the rendezvous directory; in a world that spans
+//! hosts the launcher's TCP rendezvous hands every rank the table of addresses. A sender connects to a destination on its first
 //! write and introduces itself with its rank (4 bytes, little endian); each ordered pair of
 //! ranks has its own connection, written by one side and read by the other.
 
@@ -12,9 +13,17 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Where a rank finds its peers' addresses.
+enum AddressBook {
+    /// `tcp-<rank>` files in the rendezvous directory, appearing as ranks start.
+    Dir(PathBuf),
+    /// Every rank's address, from the launcher.
+    Table(Vec<SocketAddr>),
+}
+
 /// The TCP transport of one rank.
 pub(crate) struct TcpTransport {
-    dir: PathBuf,
+    book: AddressBook,
     rank: usize,
     listener: TcpListener,
     tx: Vec<Option<TcpStream>>,
@@ -44,20 +53,46 @@ impl TcpTransport {
         std::fs::write(&tmp, addr.to_string())
             .map_err(io_err(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(io_err(format!("publishing {}", path.display())))?;
-        Ok(TcpTransport {
-            dir: dir.to_path_buf(),
+        Ok(Self::over(
+            AddressBook::Dir(dir.to_path_buf()),
+            rank,
+            size,
+            listener,
+        ))
+    }
+
+    /// Over `listener`, with every rank's address in `table` (a TCP rendezvous).
+    pub(crate) fn with_table(
+        listener: TcpListener,
+        rank: usize,
+        table: Vec<SocketAddr>,
+    ) -> Result<TcpTransport> {
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err("setting the listener non-blocking".into()))?;
+        let size = table.len();
+        Ok(Self::over(AddressBook::Table(table), rank, size, listener))
+    }
+
+    fn over(book: AddressBook, rank: usize, size: usize, listener: TcpListener) -> TcpTransport {
+        TcpTransport {
+            book,
             rank,
             listener,
             tx: (0..size).map(|_| None).collect(),
             rx: (0..size).map(|_| None).collect(),
             first_try: vec![None; size],
             connected: 0,
-        })
+        }
     }
 
-    /// Connects to `dest` once it has published its address; `Ok(false)` while it has not.
-    fn connect(&mut self, dest: usize) -> Result<bool> {
-        let path = self.dir.join(format!("tcp-{dest}"));
+    /// `dest`'s address; `Ok(None)` while it has not published it yet.
+    fn lookup(&mut self, dest: usize) -> Result<Option<SocketAddr>> {
+        let dir = match &self.book {
+            AddressBook::Table(t) => return Ok(Some(t[dest])),
+            AddressBook::Dir(dir) => dir,
+        };
+        let path = dir.join(format!("tcp-{dest}"));
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -65,17 +100,25 @@ impl TcpTransport {
                 if since.elapsed() > RENDEZVOUS_TIMEOUT {
                     return Err(Error::Rendezvous {
                         rank: dest,
-                        dir: self.dir.clone(),
+                        dir: dir.clone(),
                         secs: RENDEZVOUS_TIMEOUT.as_secs(),
                     });
                 }
-                return Ok(false);
+                return Ok(None);
             }
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         };
         let addr: SocketAddr = text.trim().parse().map_err(|_| {
             Error::InvalidArgument(format!("{} holds no address: {text:?}", path.display()))
         })?;
+        Ok(Some(addr))
+    }
+
+    /// Connects to `dest` once its address is known; `Ok(false)` while it is not.
+    fn connect(&mut self, dest: usize) -> Result<bool> {
+        let Some(addr) = self.lookup(dest)? else {
+            return Ok(false);
+        };
         let what = format!("connecting to rank {dest} at {addr}");
         let mut s = TcpStream::connect(addr).map_err(io_err(what.clone()))?;
         s.set_nodelay(true).map_err(io_err(what.clone()))?;
