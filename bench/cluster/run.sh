@@ -6,7 +6,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUTMD=${1:-$ROOT/bench/results/cluster-$(date -u +%Y-%m-%d).md}
 HPCBOX=${HPCBOX:-$ROOT/target/release/hpcbox}
 [ -x "$HPCBOX" ] || (cd "$ROOT" && cargo build --release -p hpcbox) || exit 1
-N_HPC=${N_HPC:-1000}; N_SDEF=${N_SDEF:-30}; N_STUN=${N_STUN:-60}; NHELD=${NHELD:-1000}; NARR=${NARR:-1000}
+N_HPC=${N_HPC:-1000}; N_SDEF=${N_SDEF:-30}; N_STUN=${N_STUN:-60}; NHELD=${NHELD:-1000}; NHELD_BIG=${NHELD_BIG:-10000}; NARR=${NARR:-1000}
 ARR_CAP_S=${ARR_CAP_S:-90}       # cap on a Slurm array run (rate then from the tasks done)
 W=$(mktemp -d /tmp/clusterbench.XXXX); cd "$W"
 export HPCBOX_HOME=$W/hpcbox-home
@@ -23,6 +23,9 @@ LOG=$W/log.txt; RES=$W/res.txt; : > "$RES"
 say(){ echo "$*" | tee -a "$LOG"; }
 rec(){ echo "$1|$2" >> "$RES"; say "  $1 = $2"; }   # key|value
 now(){ echo "$EPOCHREALTIME"; }
+# Durations from "start end" lines (one python at the end, not a bc per iteration, which
+# would slow the submitting loop itself).
+spans(){ python3 -c 'import sys; [print(float(b)-float(a)) for a,b in (l.split() for l in sys.stdin if l.strip())]'; }
 median(){ python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.stdin.read().split()]; print("%.4f"%s.median(v) if v else "nan")'; }
 minmax(){ python3 -c 'import sys; v=[float(x) for x in sys.stdin.read().split()]; print("%.4f-%.4f"%(min(v),max(v)) if v else "nan")'; }
 MUNGED_PID=""
@@ -41,7 +44,7 @@ J
 mkstart(){ printf '#!/bin/bash\ndate +%%s.%%N > %s\n' "$1" > start_job.sh; }
 
 say "# machine"; START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-rec bench_user "$BENCH_USER"; rec nproc "$(nproc)"; rec cpu "$(lscpu | grep 'Model name' | sed 's/.*: *//')"
+rec bench_user "$BENCH_USER"; rec n_array "$NARR"; rec nproc "$(nproc)"; rec cpu "$(lscpu | grep 'Model name' | sed 's/.*: *//')"
 rec mem_total_GiB "$(free -g | awk '/Mem:/{print $2}')"; rec load_at_start "$START_LOAD"
 
 ################ hpcbox ################
@@ -64,7 +67,7 @@ bench_hpcbox(){
   rec hpcbox_submit_start_s "$(median < s.txt) (range $(minmax < s.txt), n=$(wc -l < s.txt))"
   # 3. N jobs end to end, separate qsub processes
   : > q.txt; t0=$(now)
-  for i in $(seq "$N_HPC"); do a=$(now); as_user "$HPCBOX" qsub job_true.sh >/dev/null; b=$(now); echo "$b - $a" | bc -l >> q.txt; done
+  rm -f q.raw; for i in $(seq "$N_HPC"); do a=$(now); as_user "$HPCBOX" qsub job_true.sh >/dev/null; b=$(now); echo "$a $b" >> q.raw; done; spans < q.raw > q.txt
   tsub=$(now); hpc_wait_empty; t1=$(now)
   rec hpcbox_njobs "N=$N_HPC in $(echo "$t1-$t0"|bc -l|cut -c1-6) s (submits $(echo "$tsub-$t0"|bc -l|cut -c1-6) s)"
   rec hpcbox_njobs_rate "$(echo "$N_HPC/($t1-$t0)"|bc -l|cut -c1-7)"
@@ -74,12 +77,17 @@ bench_hpcbox(){
   rec hpcbox_array_s "$(echo "$t1-$t0"|bc -l|cut -c1-6)"; rec hpcbox_array_rate "$(echo "$NARR/($t1-$t0)"|bc -l|cut -c1-7)"
   # 2 + 4. held jobs: qsub -h return time, then qstat with NHELD held
   : > h.txt
-  for i in $(seq "$NHELD"); do a=$(now); "$HPCBOX" qsub -h job_true.sh >/dev/null; b=$(now); echo "$b - $a" | bc -l >> h.txt; done
+  rm -f h.raw; for i in $(seq "$NHELD"); do a=$(now); "$HPCBOX" qsub -h job_true.sh >/dev/null; b=$(now); echo "$a $b" >> h.raw; done; spans < h.raw > h.txt
   rec hpcbox_qsub_return_ms "$(head -20 h.txt | median | awk '{printf "%.2f",$1*1000}') (median of first 20 qsub -h; all $NHELD: $(median < h.txt | awk '{printf "%.2f",$1*1000}'))"
   rec hpcbox_qstat_held_lines "$(hpc_n_running)"
   : > qs.txt
-  for i in $(seq 10); do a=$(now); "$HPCBOX" qstat >/dev/null; b=$(now); echo "$b - $a" | bc -l >> qs.txt; done
+  rm -f qs.raw; for i in $(seq 10); do a=$(now); "$HPCBOX" qstat >/dev/null; b=$(now); echo "$a $b" >> qs.raw; done; spans < qs.raw > qs.txt
   rec hpcbox_qstat_held_ms "$(median < qs.txt | awk '{printf "%.2f",$1*1000}')"
+  # qstat with 10,000 held (the issue's second listing aim; hpcbox only)
+  for i in $(seq $((NHELD_BIG - NHELD))); do "$HPCBOX" qsub -h job_true.sh >/dev/null; done
+  rec hpcbox_qstat_held_big_lines "$(hpc_n_running)"
+  rm -f qs.raw; for i in $(seq 10); do a=$(now); "$HPCBOX" qstat >/dev/null; b=$(now); echo "$a $b" >> qs.raw; done; spans < qs.raw > qs.txt
+  rec hpcbox_qstat_held_big_ms "$(median < qs.txt | awk '{printf "%.2f",$1*1000}')"
   "$HPCBOX" down >>"$LOG" 2>&1
 }
 
@@ -158,7 +166,7 @@ bench_slurm(){  # $1 label, $2 N, $3 samples for submit->start, $4 do_held
   done
   rec slurm_${L}_submit_start_s "$(median < s.txt) (range $(minmax < s.txt), n=$(wc -l < s.txt))"
   : > q.txt; t0=$(now)
-  for i in $(seq "$N"); do a=$(now); $SB job_true.sh >/dev/null; b=$(now); echo "$b - $a" | bc -l >> q.txt; done
+  rm -f q.raw; for i in $(seq "$N"); do a=$(now); $SB job_true.sh >/dev/null; b=$(now); echo "$a $b" >> q.raw; done; spans < q.raw > q.txt
   tsub=$(now); sq_wait_empty; t1=$(now)
   rec slurm_${L}_njobs "N=$N in $(echo "$t1-$t0"|bc -l|cut -c1-6) s (submits $(echo "$tsub-$t0"|bc -l|cut -c1-6) s)"
   rec slurm_${L}_njobs_rate "$(echo "$N/($t1-$t0)"|bc -l|cut -c1-7)"
@@ -171,11 +179,11 @@ bench_slurm(){  # $1 label, $2 N, $3 samples for submit->start, $4 do_held
   rec slurm_${L}_array_rate "$(echo "$done_/($t1-$t0)"|bc -l|cut -c1-7)"
   if [ "$4" = 1 ]; then
     : > h.txt
-    for i in $(seq "$NHELD"); do a=$(now); $SB_ROOT --hold job_true.sh >/dev/null; b=$(now); echo "$b - $a" | bc -l >> h.txt; done
+    rm -f h.raw; for i in $(seq "$NHELD"); do a=$(now); $SB_ROOT --hold job_true.sh >/dev/null; b=$(now); echo "$a $b" >> h.raw; done; spans < h.raw > h.txt
     rec slurm_sbatch_return_ms "$(head -20 h.txt | median | awk '{printf "%.2f",$1*1000}') (median of first 20 sbatch --hold; all $NHELD: $(median < h.txt | awk '{printf "%.2f",$1*1000}'))"
     rec slurm_squeue_held_lines "$(squeue -h | wc -l)"
     : > qs.txt
-    for i in $(seq 10); do a=$(now); squeue >/dev/null; b=$(now); echo "$b - $a" | bc -l >> qs.txt; done
+    rm -f qs.raw; for i in $(seq 10); do a=$(now); squeue >/dev/null; b=$(now); echo "$a $b" >> qs.raw; done; spans < qs.raw > qs.txt
     rec slurm_squeue_held_ms "$(median < qs.txt | awk '{printf "%.2f",$1*1000}')"
     scancel -u root; sq_wait_empty
   fi
