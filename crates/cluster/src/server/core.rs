@@ -13,8 +13,8 @@ use hpcbox_pbs::resource::ResourceDefs;
 use hpcbox_pbs::state::substate;
 use hpcbox_pbs::status::{split_variable_list, StatusObject, JOB_ATTRIBUTE_ORDER};
 use hpcbox_sched::{
-    Decision, Event, JobId as SchedId, JobSpec, NodeSpec, QueueSpec, Resources, RestoredSubjob,
-    Scheduler, SubjobState,
+    ArraySpec, Decision, Event, JobId as SchedId, JobSpec, NodeSpec, QueueSpec, Resources,
+    RestoredSubjob, Scheduler, SubjobState,
 };
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,10 @@ pub struct Job {
     /// Subjobs changed since the job was last stored.
     #[serde(skip)]
     changed: BTreeSet<u32>,
+    /// Subjobs started and not over (kept beside `subjobs`, whose walk is slow for a large
+    /// array, for `array_state_count`).
+    #[serde(skip)]
+    unfinished: BTreeSet<u32>,
     /// The submission (without its script), from which `qalter` rebuilds the job.
     #[serde(default)]
     pub request: Option<SubmitRequest>,
@@ -245,7 +249,13 @@ impl Core {
                 job.subjobs.insert(index, sub);
             }
         }
-        for (seq, (finished, job)) in jobs {
+        for (seq, (finished, mut job)) in jobs {
+            job.unfinished = job
+                .subjobs
+                .iter()
+                .filter(|(_, sub)| !sub.finished)
+                .map(|(&i, _)| i)
+                .collect();
             if !finished {
                 core.reschedule(&job);
             }
@@ -1050,7 +1060,8 @@ impl Core {
         // A subjob that is over shows `X`; a job, `F`.
         let letter = if index.is_some() { "X" } else { "F" };
         end_task(task, letter, sub, now);
-        if index.is_some() {
+        if let Some(i) = index {
+            job.unfinished.remove(&i);
             refresh_array(job, now);
         }
         self.persist(seq);
@@ -1170,6 +1181,7 @@ impl Core {
             };
             job.subjobs.insert(i, sub);
             job.changed.insert(i);
+            job.unfinished.insert(i);
             refresh_array(job, now);
         }
         let (owner, script, argv) = (job.owner.clone(), job.script.clone(), job.argv.clone());
@@ -1348,22 +1360,18 @@ fn refresh_array(job: &mut Job, now: i64) {
         return;
     };
     let total = range.len() as usize;
-    let expired = job.subjobs.values().filter(|s| s.finished).count();
-    let running = job.subjobs.len() - expired;
+    let running = job.unfinished.len();
+    let expired = job.subjobs.len() - running;
     let queued = total.saturating_sub(job.subjobs.len());
     set(
         &mut job.attrs,
         "array_state_count",
         format!("Queued:{queued} Running:{running} Exiting:0 Expired:{expired} "),
     );
-    let remaining: Vec<u32> = range
-        .indices()
-        .filter(|i| !job.subjobs.contains_key(i))
-        .collect();
     set(
         &mut job.attrs,
         "array_indices_remaining",
-        index_ranges(&remaining, range.step),
+        remaining_ranges(range, job.subjobs.keys().copied()),
     );
     if job.finished {
         return;
@@ -1390,27 +1398,37 @@ fn refresh_array(job: &mut Job, now: i64) {
     }
 }
 
-/// Indices as PBS writes a range list: runs of `step`-spaced indices as `a-b:step` (`a-b` when
-/// the step is 1), single ones alone, joined by commas; `-` when there are none.
-fn index_ranges(indices: &[u32], step: u32) -> String {
-    if indices.is_empty() {
+/// The indices of `range` not in `started` (sorted), as PBS writes `array_indices_remaining`:
+/// runs `a-b` (`a-b:step`) and single indices, comma-separated, `-` when none. Walks the gaps
+/// between started indices, so a large array costs its started subjobs, not its range.
+fn remaining_ranges(range: ArraySpec, started: impl Iterator<Item = u32>) -> String {
+    if range.is_empty() {
         return "-".to_string();
     }
+    let last = range.start + (range.len() - 1) * range.step;
     let mut parts = Vec::new();
-    let mut start = 0;
-    for i in 1..=indices.len() {
-        let run_ends = i == indices.len() || indices[i] != indices[i - 1] + step;
-        if run_ends {
-            let (a, b) = (indices[start], indices[i - 1]);
-            parts.push(match (a == b, step) {
-                (true, _) => a.to_string(),
-                (false, 1) => format!("{a}-{b}"),
-                (false, s) => format!("{a}-{b}:{s}"),
-            });
-            start = i;
+    let mut next = Some(range.start);
+    let mut push_run = |from: u32, to: u32| {
+        parts.push(match (from == to, range.step) {
+            (true, _) => from.to_string(),
+            (false, 1) => format!("{from}-{to}"),
+            (false, step) => format!("{from}-{to}:{step}"),
+        });
+    };
+    for index in started.filter(|&i| range.contains(i)) {
+        if let Some(from) = next.filter(|&from| from < index) {
+            push_run(from, index - range.step);
         }
+        next = index.checked_add(range.step).filter(|&n| n <= last);
     }
-    parts.join(",")
+    if let Some(from) = next {
+        push_run(from, last);
+    }
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(",")
+    }
 }
 
 /// What an agent needs to run the job (or subjob) whose attributes are `attrs`; the caller
@@ -1540,6 +1558,7 @@ fn build_job(
         deleted_by: None,
         subjobs: BTreeMap::new(),
         changed: BTreeSet::new(),
+        unfinished: BTreeSet::new(),
         request: Some(SubmitRequest {
             script: None,
             ..req.clone()
@@ -1561,9 +1580,39 @@ mod tests {
     }
 
     #[test]
-    fn index_ranges_as_pbs_writes_them() {
-        assert_eq!(index_ranges(&[], 1), "-");
-        assert_eq!(index_ranges(&[1, 2, 3, 5, 7, 8], 1), "1-3,5,7-8");
-        assert_eq!(index_ranges(&[1, 3, 5, 9], 2), "1-5:2,9");
+    fn remaining_indices_as_pbs_writes_them() {
+        let range = |start, end, step| ArraySpec::new(start, end, step);
+        assert_eq!(
+            remaining_ranges(range(1, 8, 1), [4, 6].into_iter()),
+            "1-3,5,7-8"
+        );
+        assert_eq!(remaining_ranges(range(1, 9, 2), [7].into_iter()), "1-5:2,9");
+        assert_eq!(remaining_ranges(range(1, 3, 1), [1, 2, 3].into_iter()), "-");
+        assert_eq!(remaining_ranges(range(1, 3, 1), std::iter::empty()), "1-3");
+        assert_eq!(remaining_ranges(range(0, 10, 5), [0].into_iter()), "5-10:5");
+        assert_eq!(remaining_ranges(range(2, 2, 1), std::iter::empty()), "2");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn remaining_ranges_list_exactly_the_unstarted_indices(
+            start in 0u32..20, len in 1u32..40, step in 1u32..4,
+            picks in proptest::collection::vec(proptest::bool::ANY, 40),
+        ) {
+            let range = ArraySpec::new(start, start + (len - 1) * step, step);
+            let started: Vec<u32> = range.indices().zip(&picks).filter(|(_, p)| **p).map(|(i, _)| i).collect();
+            let text = remaining_ranges(range, started.iter().copied());
+            let mut listed = Vec::new();
+            if text != "-" {
+                for part in text.split(',') {
+                    let (run, s) = part.split_once(':').map_or((part, 1), |(r, s)| (r, s.parse().unwrap()));
+                    let (a, b) = run.split_once('-').map_or((run, run), |ab| ab);
+                    let (a, b): (u32, u32) = (a.parse().unwrap(), b.parse().unwrap());
+                    listed.extend((a..=b).step_by(s as usize));
+                }
+            }
+            let expected: Vec<u32> = range.indices().filter(|i| !started.contains(i)).collect();
+            proptest::prop_assert_eq!(listed, expected);
+        }
     }
 }
