@@ -6,6 +6,7 @@
 //! results are bit-identical from run to run and on every rank, and user operations need only
 //! be associative (not commutative).
 
+use crate::blocked::{self, Call};
 use crate::comm::{unpack, Communicator};
 use crate::engine::Message;
 use crate::pod::{as_bytes, op_applies, Pod};
@@ -78,6 +79,7 @@ impl Communicator {
     /// Blocks until every rank has called it (MPI_Barrier). Dissemination algorithm:
     /// ⌈log2 size⌉ rounds of empty messages.
     pub fn barrier(&self) -> Result<()> {
+        let _call = blocked::enter(Call::new("barrier"));
         let (n, r) = (self.size(), self.rank());
         let mut k = 1;
         while k < n {
@@ -91,6 +93,7 @@ impl Communicator {
     /// Broadcasts `data` from `root` to every rank (MPI_Bcast): on return every rank's
     /// `data` equals root's. Binomial tree.
     pub fn bcast<T: Pod>(&self, root: usize, data: &mut Vec<T>) -> Result<()> {
+        let _call = blocked::enter(Call::new("bcast").with_peer("root", root));
         self.check_root(root)?;
         let (n, r) = (self.size(), self.rank());
         let vr = (r + n - root) % n;
@@ -119,6 +122,7 @@ impl Communicator {
         root: usize,
         value: Option<S>,
     ) -> Result<S> {
+        let _call = blocked::enter(Call::new("bcast").with_peer("root", root));
         let mut bytes = match (self.rank() == root, value) {
             (true, Some(v)) => postcard::to_stdvec(&v)?,
             (true, None) => {
@@ -161,6 +165,7 @@ impl Communicator {
         data: &[T],
         f: F,
     ) -> Result<Option<Vec<T>>> {
+        let _call = blocked::enter(Call::new("reduce").with_peer("root", root));
         self.check_root(root)?;
         let at_zero = self.reduce_to_zero(data, &f)?;
         if root == 0 {
@@ -185,6 +190,7 @@ impl Communicator {
     /// # Ok::<(), hpcbox_comm::Error>(())
     /// ```
     pub fn reduce<T: Pod>(&self, root: usize, data: &[T], op: Op) -> Result<Option<Vec<T>>> {
+        let _call = blocked::enter(Call::new("reduce").with_peer("root", root));
         check_op::<T>(op)?;
         self.reduce_with(root, data, move |a, b| T::apply(op, a, b).unwrap_or(a))
     }
@@ -194,6 +200,7 @@ impl Communicator {
     /// size is a power of two, else reduce to rank 0 and broadcast; both combine in the same
     /// order as [`reduce_with`](Communicator::reduce_with).
     pub fn allreduce_with<T: Pod, F: Fn(T, T) -> T>(&self, data: &[T], f: F) -> Result<Vec<T>> {
+        let _call = blocked::enter(Call::new("allreduce"));
         let (n, r) = (self.size(), self.rank());
         if !n.is_power_of_two() {
             let mut v = self.reduce_to_zero(data, &f)?.unwrap_or_default();
@@ -233,6 +240,7 @@ impl Communicator {
     /// [`allreduce_with`](Communicator::allreduce_with) with a predefined operation
     /// (MPI_Allreduce).
     pub fn allreduce<T: Pod>(&self, data: &[T], op: Op) -> Result<Vec<T>> {
+        let _call = blocked::enter(Call::new("allreduce"));
         check_op::<T>(op)?;
         self.allreduce_with(data, move |a, b| T::apply(op, a, b).unwrap_or(a))
     }
@@ -240,6 +248,7 @@ impl Communicator {
     /// Collects every rank's `data`, of any lengths, at `root`: `Some(parts)` indexed by rank
     /// there, `None` elsewhere (MPI_Gatherv).
     pub fn gatherv<T: Pod>(&self, root: usize, data: &[T]) -> Result<Option<Vec<Vec<T>>>> {
+        let _call = blocked::enter(Call::new("gather").with_peer("root", root));
         self.check_root(root)?;
         if self.rank() != root {
             self.csend(root, T_GATHER, data)?;
@@ -260,6 +269,7 @@ impl Communicator {
     /// Collects every rank's `data` (all of one length) at `root`, concatenated in rank order
     /// (MPI_Gather).
     pub fn gather<T: Pod>(&self, root: usize, data: &[T]) -> Result<Option<Vec<T>>> {
+        let _call = blocked::enter(Call::new("gather").with_peer("root", root));
         match self.gatherv(root, data)? {
             None => Ok(None),
             Some(parts) => Ok(Some(flatten_uniform(parts, "gather")?)),
@@ -272,6 +282,7 @@ impl Communicator {
         root: usize,
         value: &S,
     ) -> Result<Option<Vec<S>>> {
+        let _call = blocked::enter(Call::new("gather").with_peer("root", root));
         let bytes = postcard::to_stdvec(value)?;
         match self.gatherv(root, &bytes)? {
             None => Ok(None),
@@ -281,6 +292,7 @@ impl Communicator {
 
     /// Every rank gets every rank's `data`, of any lengths, indexed by rank (MPI_Allgatherv).
     pub fn allgatherv<T: Pod>(&self, data: &[T]) -> Result<Vec<Vec<T>>> {
+        let _call = blocked::enter(Call::new("allgather"));
         let parts = self.gatherv(0, data)?;
         let mut counts: Vec<u64> = parts.iter().flatten().map(|p| p.len() as u64).collect();
         let mut flat: Vec<T> = parts.into_iter().flatten().flatten().collect();
@@ -299,11 +311,13 @@ impl Communicator {
     /// Every rank gets every rank's `data` (all of one length), concatenated in rank order
     /// (MPI_Allgather).
     pub fn allgather<T: Pod>(&self, data: &[T]) -> Result<Vec<T>> {
+        let _call = blocked::enter(Call::new("allgather"));
         flatten_uniform(self.allgatherv(data)?, "allgather")
     }
 
     /// Every rank gets every rank's serde value, indexed by rank.
     pub fn allgather_obj<S: Serialize + DeserializeOwned>(&self, value: &S) -> Result<Vec<S>> {
+        let _call = blocked::enter(Call::new("allgather"));
         let bytes = postcard::to_stdvec(value)?;
         decode_all(&self.allgatherv(&bytes)?)
     }
@@ -311,6 +325,7 @@ impl Communicator {
     /// Root sends part `i` of `parts` to rank `i`; every rank returns its part (MPI_Scatterv).
     /// Root passes `Some(parts)` with one part per rank, the others `None`.
     pub fn scatterv<T: Pod>(&self, root: usize, parts: Option<&[Vec<T>]>) -> Result<Vec<T>> {
+        let _call = blocked::enter(Call::new("scatter").with_peer("root", root));
         self.check_root(root)?;
         if self.rank() != root {
             return self.crecv(root, T_SCATTER);
@@ -333,6 +348,7 @@ impl Communicator {
     /// Root splits `data` into `size` equal consecutive blocks and sends block `i` to rank
     /// `i` (MPI_Scatter). Root passes `Some(data)`, the others `None`.
     pub fn scatter<T: Pod>(&self, root: usize, data: Option<&[T]>) -> Result<Vec<T>> {
+        let _call = blocked::enter(Call::new("scatter").with_peer("root", root));
         if self.rank() != root {
             return self.scatterv(root, None);
         }
@@ -355,6 +371,7 @@ impl Communicator {
     /// Every rank sends part `j` of `parts` to rank `j` and gets, at index `i`, what rank
     /// `i` sent it (MPI_Alltoallv). Pairwise exchange in `size` steps.
     pub fn alltoallv<T: Pod>(&self, parts: &[Vec<T>]) -> Result<Vec<Vec<T>>> {
+        let _call = blocked::enter(Call::new("alltoall"));
         let (n, r) = (self.size(), self.rank());
         if parts.len() != n {
             return Err(Error::InvalidArgument(format!(
@@ -375,6 +392,7 @@ impl Communicator {
     /// Every rank splits `data` into `size` equal blocks, sends block `j` to rank `j`, and
     /// returns the blocks it got, concatenated in rank order (MPI_Alltoall).
     pub fn alltoall<T: Pod>(&self, data: &[T]) -> Result<Vec<T>> {
+        let _call = blocked::enter(Call::new("alltoall"));
         let n = self.size();
         if !data.len().is_multiple_of(n) {
             return Err(Error::InvalidArgument(format!(
@@ -393,6 +411,7 @@ impl Communicator {
     /// a new communicator, ordered by `key`, then by old rank. `None` (MPI_UNDEFINED) takes
     /// part but gets no communicator.
     pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
+        let _call = blocked::enter(Call::new("split"));
         let seq = self.derived.get() + 1;
         self.derived.set(seq);
         let me = [color.map_or(-1, i64::from), i64::from(key)];
@@ -426,6 +445,7 @@ impl Communicator {
 
     /// A communicator with the same ranks and a context of its own (MPI_Comm_dup).
     pub fn dup(&self) -> Result<Communicator> {
+        let _call = blocked::enter(Call::new("dup"));
         self.split(Some(0), 0)?
             .ok_or_else(|| Error::InvalidArgument("dup produced no communicator".into()))
     }

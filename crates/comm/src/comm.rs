@@ -1,5 +1,6 @@
 //! Communicators and point-to-point messages.
 
+use crate::blocked::{self, Call};
 use crate::engine::{Engine, Envelope, Matcher, Message};
 use crate::pod::{as_bytes, as_bytes_mut, from_bytes, Kind, Pod};
 use crate::request::{RecvObjRequest, RecvRequest, Request, SendRequest};
@@ -141,6 +142,7 @@ impl Communicator {
     /// # Ok::<(), hpcbox_comm::Error>(())
     /// ```
     pub fn send<T: Pod>(&self, dest: usize, tag: i32, data: &[T]) -> Result<()> {
+        let _call = blocked::enter(Call::new("send").with_peer("dest", dest).with_tag(tag));
         Self::check_tag(tag)?;
         self.send_raw(self.ctx, dest, tag, T::KIND, as_bytes(data))
     }
@@ -148,6 +150,7 @@ impl Communicator {
     /// Receives a message from `source` (or [`ANY_SOURCE`]) with `tag` (or [`ANY_TAG`])
     /// (MPI_Recv). Fails with [`Error::TypeMismatch`] if the message holds another type.
     pub fn recv<T: Pod>(&self, source: usize, tag: i32) -> Result<(Vec<T>, Status)> {
+        let _call = blocked::enter(Call::new("recv").with_peer("source", source).with_tag(tag));
         let m = self.matcher(self.ctx, source, tag)?;
         let msg = self.engine.borrow_mut().recv(m)?;
         unpack(msg)
@@ -157,6 +160,7 @@ impl Communicator {
     /// first `status.count::<T>()` elements of `buf` are set. A message longer than `buf`
     /// is consumed and reported as [`Error::Truncated`].
     pub fn recv_into<T: Pod>(&self, source: usize, tag: i32, buf: &mut [T]) -> Result<Status> {
+        let _call = blocked::enter(Call::new("recv").with_peer("source", source).with_tag(tag));
         self.exchange_into::<T, T>(self.ctx, None, source, tag, buf)
     }
 
@@ -213,6 +217,7 @@ impl Communicator {
 
     /// Sends a serde value, encoded with postcard.
     pub fn send_obj<S: Serialize + ?Sized>(&self, dest: usize, tag: i32, value: &S) -> Result<()> {
+        let _call = blocked::enter(Call::new("send").with_peer("dest", dest).with_tag(tag));
         Self::check_tag(tag)?;
         let bytes = postcard::to_stdvec(value)?;
         self.send_raw(self.ctx, dest, tag, Kind::Object, &bytes)
@@ -220,6 +225,7 @@ impl Communicator {
 
     /// Receives a value sent with [`Communicator::send_obj`].
     pub fn recv_obj<S: DeserializeOwned>(&self, source: usize, tag: i32) -> Result<(S, Status)> {
+        let _call = blocked::enter(Call::new("recv").with_peer("source", source).with_tag(tag));
         let m = self.matcher(self.ctx, source, tag)?;
         let msg = self.engine.borrow_mut().recv(m)?;
         unpack_obj(msg)
@@ -235,6 +241,11 @@ impl Communicator {
         source: usize,
         recv_tag: i32,
     ) -> Result<(Vec<U>, Status)> {
+        let _call = blocked::enter(
+            Call::new("sendrecv")
+                .with_peer("source", source)
+                .with_tag(recv_tag),
+        );
         let req = self.irecv::<U>(source, recv_tag)?;
         self.send(dest, send_tag, data)?;
         req.wait()
@@ -243,6 +254,7 @@ impl Communicator {
     /// Waits until a message matching `source` and `tag` can be received, and describes it
     /// without receiving it (MPI_Probe).
     pub fn probe(&self, source: usize, tag: i32) -> Result<Status> {
+        let _call = blocked::enter(Call::new("probe").with_peer("source", source).with_tag(tag));
         let m = self.matcher(self.ctx, source, tag)?;
         let found = self.engine.borrow_mut().probe(m)?;
         Ok(status(found))

@@ -7,6 +7,7 @@
 //! has one FIFO stream, messages from one sender arrive in the order they were sent, and the
 //! first matching receive in posting order takes each of them: MPI's non-overtaking rule.
 
+use crate::blocked;
 use crate::rendezvous::Lifeline;
 use crate::single_copy::{self, SingleCopy};
 use crate::transport::Transport;
@@ -193,6 +194,11 @@ struct FinishedWatch {
 }
 
 impl FinishedWatch {
+    /// How long the wait has been idle (zero before the first look).
+    fn idle_for(&self) -> Duration {
+        self.idle_since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
     /// True when the wait can never end; `others_finished` is asked at most every
     /// FINISHED_LOOK.
     fn look(&mut self, others_finished: impl FnOnce() -> bool) -> bool {
@@ -209,6 +215,31 @@ impl FinishedWatch {
         }
         let since = *self.finished_since.get_or_insert(now);
         now - since >= FINISHED_LOOK
+    }
+}
+
+/// What a long wait said about where it is blocked (`blocked-<rank>` in the rendezvous
+/// directory), taken back when the wait ends.
+#[derive(Default)]
+struct BlockedNote {
+    said: Option<(PathBuf, usize)>,
+}
+
+impl BlockedNote {
+    /// Says, once, which call this rank is blocked in (file rendezvous only).
+    fn say(&mut self, peers: Option<&PeerWatch>, rank: usize) {
+        if let (None, Some(PeerWatch::Dir(dir))) = (&self.said, peers) {
+            blocked::publish(dir, rank, blocked::current());
+            self.said = Some((dir.clone(), rank));
+        }
+    }
+}
+
+impl Drop for BlockedNote {
+    fn drop(&mut self) {
+        if let Some((dir, rank)) = &self.said {
+            blocked::clear(dir, *rank);
+        }
     }
 }
 
@@ -637,6 +668,7 @@ impl Engine {
         let mut b = Backoff::new(self.spin);
         let mut idle: u32 = 0;
         let mut watch = FinishedWatch::default();
+        let mut said = BlockedNote::default();
         loop {
             if done(self) {
                 return Ok(());
@@ -656,8 +688,13 @@ impl Engine {
             b.snooze();
             idle = idle.wrapping_add(1);
             // Off the fast path: look at the clock only now and then.
-            if idle.is_multiple_of(1024) && watch.look(|| self.others_finished()) {
-                return Err(Error::PeersFinished);
+            if idle.is_multiple_of(1024) {
+                if watch.look(|| self.others_finished()) {
+                    return Err(Error::PeersFinished);
+                }
+                if watch.idle_for() >= blocked::AFTER {
+                    said.say(self.peers.as_ref(), self.rank);
+                }
             }
         }
     }

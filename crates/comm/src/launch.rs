@@ -254,6 +254,9 @@ pub enum Failure {
     Timeout {
         /// The timeout.
         after: Duration,
+        /// Each rank still running then, with the call it said it was blocked in (`None`:
+        /// not blocked in a call, or a world meeting over TCP, whose ranks do not say).
+        running: Vec<(usize, Option<String>)>,
     },
 }
 
@@ -270,11 +273,16 @@ impl std::fmt::Display for Failure {
                 host,
                 exit: RankExit::Signaled(s),
             } => write!(f, "rank {rank} on {host} killed by signal {s}"),
-            Failure::Timeout { after } => write!(
-                f,
-                "timed out after {} s; all ranks killed",
-                after.as_secs_f64()
-            ),
+            Failure::Timeout { after, running } => {
+                write!(f, "timed out after {} s", after.as_secs_f64())?;
+                for (rank, call) in running {
+                    match call {
+                        Some(call) => write!(f, "; rank {rank} blocked in {call}")?,
+                        None => write!(f, "; rank {rank} running")?,
+                    }
+                }
+                write!(f, "; all ranks killed")
+            }
         }
     }
 }
@@ -424,12 +432,30 @@ impl Meeting {
         }
     }
 
+    /// The call `rank` said it is blocked in (file rendezvous only).
+    fn blocked_call(&self, rank: usize) -> Option<String> {
+        match self {
+            Meeting::Dir(d) => crate::blocked::read(&d.0, rank),
+            Meeting::Tcp(..) => None,
+        }
+    }
+
     /// Ends every rank's lifeline (TCP rendezvous): remote ranks then end themselves.
     fn stop(&self) {
         if let Meeting::Tcp(server, _) = self {
             server.stop();
         }
     }
+}
+
+/// The ranks with no exit yet, each with the call it said it is blocked in.
+fn still_running(exits: &[Option<RankExit>], meeting: &Meeting) -> Vec<(usize, Option<String>)> {
+    exits
+        .iter()
+        .enumerate()
+        .filter(|(_, exit)| exit.is_none())
+        .map(|(rank, _)| (rank, meeting.blocked_call(rank)))
+        .collect()
 }
 
 /// The address remote ranks reach this machine at (see the module documentation).
@@ -844,7 +870,8 @@ fn supervise(
         }
         if let (Some(after), None) = (spec.timeout, &failure) {
             if start.elapsed() >= after {
-                failure = Some(Failure::Timeout { after });
+                let running = still_running(&exits, &setup.meeting);
+                failure = Some(Failure::Timeout { after, running });
                 kill(&mut killed);
             }
         }

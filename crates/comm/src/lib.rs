@@ -35,6 +35,7 @@
 //! reports which ([`launch::Failure`]), and a rank left waiting after every other rank has
 //! finished gets [`Error::PeersFinished`] instead of waiting forever.
 
+mod blocked;
 mod collective;
 mod comm;
 mod engine;

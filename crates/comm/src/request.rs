@@ -1,5 +1,6 @@
 //! Requests of non-blocking operations: test, wait, wait_all.
 
+use crate::blocked::{self, Call};
 use crate::comm::{unpack, unpack_obj, Status};
 use crate::engine::Engine;
 use crate::pod::Pod;
@@ -24,6 +25,7 @@ pub trait Request {
 /// Waits for every request and returns their results in order (MPI_Waitall). Progress is
 /// global, so waiting for receives also completes pending sends, in any order.
 pub fn wait_all<R: Request>(requests: Vec<R>) -> Result<Vec<R::Output>> {
+    let _call = blocked::enter(Call::new("wait_all"));
     requests.into_iter().map(Request::wait).collect()
 }
 

@@ -875,6 +875,16 @@ fn body_exit_early() -> Res {
     Err("received from a dead rank".into())
 }
 
+fn body_deadlock() -> Res {
+    let w = hpcbox_comm::init().map_err(e)?;
+    match w.rank() {
+        0 => drop(w.recv::<u8>(1, 7).map_err(e)?),
+        1 => w.barrier().map_err(e)?,
+        _ => std::thread::sleep(Duration::from_secs(100)),
+    }
+    Err("the deadlock ended".into())
+}
+
 fn body_killed() -> Res {
     let w = hpcbox_comm::init().map_err(e)?;
     w.barrier().map_err(e)?;
@@ -940,6 +950,7 @@ fn run_body(name: &str) -> Res {
         "traffic" => body_traffic(),
         "exit_early" => body_exit_early(),
         "killed" => body_killed(),
+        "deadlock" => body_deadlock(),
         "panic" => body_panic(),
         _ => Err(format!("no rank body {name}")),
     }
@@ -1181,6 +1192,24 @@ fn case_rank_exits_early() -> Res {
     Ok(())
 }
 
+fn case_timeout_names_blocked_calls() -> Res {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut spec = LaunchSpec::new(3, exe.into_os_string());
+    spec.env
+        .push(("HPCBOX_TEST_BODY".into(), "deadlock".into()));
+    spec.stdin = StdinMode::Null;
+    spec.timeout = Some(Duration::from_secs(2));
+    let outcome = launch_with(&spec, Arc::new(Collect::default())).expect("launch");
+    check!(outcome.status == 124, "status {}", outcome.status);
+    let msg = outcome.failure.map(|f| f.to_string()).unwrap_or_default();
+    check!(
+        msg == "timed out after 2 s; rank 0 blocked in recv(source=1, tag=7); \
+                rank 1 blocked in barrier(); rank 2 running; all ranks killed",
+        "{msg}"
+    );
+    Ok(())
+}
+
 fn case_rank_killed() -> Res {
     for (name, env) in transports() {
         let t = Instant::now();
@@ -1343,7 +1372,7 @@ fn main() {
         return;
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let cases: [(&str, Case); 14] = [
+    let cases: [(&str, Case); 15] = [
         ("hello", case_hello),
         ("hello_example", case_hello_example),
         ("p2p", case_p2p),
@@ -1353,6 +1382,10 @@ fn main() {
         ("traffic_property", case_traffic_property),
         ("rank_exits_early", case_rank_exits_early),
         ("rank_killed", case_rank_killed),
+        (
+            "timeout_names_blocked_calls",
+            case_timeout_names_blocked_calls,
+        ),
         ("rank_panics", case_rank_panics),
         ("wait_on_finished_ranks", case_wait_on_finished_ranks),
         ("interrupt", case_interrupt),
