@@ -146,7 +146,7 @@ pub fn agent(args: AgentArgs) -> ExitCode {
         server_socket: daemon::agent_socket(&state),
         token,
         aux_dir: state.aux(),
-        tmp_root: std::env::temp_dir(),
+        tmp_root: state.job_tmp_root(&std::env::temp_dir()),
         kill_delay: Duration::from_secs(10),
         poll_interval: Duration::from_secs(1),
         usage_interval: Duration::from_secs(10),

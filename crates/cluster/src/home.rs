@@ -73,6 +73,21 @@ impl StateDir {
     pub fn aux(&self) -> PathBuf {
         self.root.join("aux")
     }
+
+    /// Where this installation's jobs get their `TMPDIR`s (`pbs.<jobid>` inside): a directory
+    /// of its own under `temp`, named after the state directory. Two clusters on one machine
+    /// (tests, several users) number their jobs alike; sharing `temp` itself, one's job
+    /// `4[1].vm` removed the other's `TMPDIR` as it made its own.
+    pub fn job_tmp_root(&self, temp: &Path) -> PathBuf {
+        temp.join(format!("hpcbox-{:016x}", fnv1a(self.root.as_os_str().as_encoded_bytes())))
+    }
+}
+
+/// FNV-1a, 64 bits: a name that stays the same from build to build for the same path.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -100,6 +115,18 @@ mod tests {
             Path::new("/home/u/.local/state/hpcbox")
         );
         assert_eq!(StateDir::from_env(env(&[])), None);
+    }
+
+    #[test]
+    fn each_installation_has_its_own_tmp_root() {
+        let temp = Path::new("/tmp");
+        let a = StateDir::new("/home/a/.local/state/hpcbox").job_tmp_root(temp);
+        let b = StateDir::new("/tmp/test/state").job_tmp_root(temp);
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), Some(temp));
+        assert_eq!(a, StateDir::new("/home/a/.local/state/hpcbox").job_tmp_root(temp));
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
     #[test]
