@@ -79,7 +79,10 @@ impl StateDir {
     /// (tests, several users) number their jobs alike; sharing `temp` itself, one's job
     /// `4[1].vm` removed the other's `TMPDIR` as it made its own.
     pub fn job_tmp_root(&self, temp: &Path) -> PathBuf {
-        temp.join(format!("hpcbox-{:016x}", fnv1a(self.root.as_os_str().as_encoded_bytes())))
+        temp.join(format!(
+            "hpcbox-{:016x}",
+            fnv1a(self.root.as_os_str().as_encoded_bytes())
+        ))
     }
 }
 
@@ -124,7 +127,10 @@ mod tests {
         let b = StateDir::new("/tmp/test/state").job_tmp_root(temp);
         assert_ne!(a, b);
         assert_eq!(a.parent(), Some(temp));
-        assert_eq!(a, StateDir::new("/home/a/.local/state/hpcbox").job_tmp_root(temp));
+        assert_eq!(
+            a,
+            StateDir::new("/home/a/.local/state/hpcbox").job_tmp_root(temp)
+        );
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
