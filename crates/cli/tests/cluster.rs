@@ -559,6 +559,84 @@ fn another_user_may_not_delete_or_hold_a_job() {
     assert!(cluster.run("qdel", &[&id]).status.success());
 }
 
+/// A job submitted by an ordinary user runs as that user, with the user's groups and home,
+/// and its output belongs to the user. Needs root and a user named by `HPCBOX_TEST_USER`
+/// with a home directory (`.ci/run` creates `hpcbox-test`); skipped, saying so, without.
+#[test]
+fn a_job_submitted_by_another_user_runs_as_that_user() {
+    let user = match std::env::var("HPCBOX_TEST_USER") {
+        Ok(user) if nix::unistd::getuid().is_root() => user,
+        _ => {
+            eprintln!("skipped: needs root and HPCBOX_TEST_USER (see .ci/run)");
+            return;
+        }
+    };
+    let account = nix::unistd::User::from_name(&user)
+        .unwrap()
+        .unwrap_or_else(|| panic!("HPCBOX_TEST_USER={user} is not a user"));
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let open = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(cluster._dir.path(), open.clone()).unwrap();
+    std::fs::set_permissions(cluster.state(), open).unwrap();
+    std::os::unix::fs::chown(&cluster.work, Some(account.uid.as_raw()), None).unwrap();
+    let script = "id -un\nid -G\npwd\n";
+    std::fs::write(cluster.work.join("who.pbs"), script).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={user}"),
+            &format!("--regid={}", account.gid),
+            "--init-groups",
+            HPCBOX,
+            "qsub",
+            "who.pbs",
+        ])
+        .env("HPCBOX_HOME", cluster.state())
+        .env("HOME", &account.dir)
+        .current_dir(&cluster.work)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qsub as {user}: {}",
+        text(&out.stderr)
+    );
+    let id = text(&out.stdout).trim().to_string();
+    cluster.wait_state(&id, "F");
+    assert_eq!(
+        cluster
+            .attr(&id, "Job_Owner")
+            .map(|o| o.starts_with(&format!("{user}@"))),
+        Some(true)
+    );
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("0"));
+    let output = cluster.work.join(format!("who.pbs.o{}", seq(&id)));
+    assert_eq!(
+        std::fs::metadata(&output).unwrap().uid(),
+        account.uid.as_raw()
+    );
+    let groups: Vec<String> =
+        nix::unistd::getgrouplist(&std::ffi::CString::new(user.as_str()).unwrap(), account.gid)
+            .unwrap()
+            .iter()
+            .map(|g| g.to_string())
+            .collect();
+    let text = std::fs::read_to_string(output).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], user);
+    let mut shown: Vec<&str> = lines[1].split_whitespace().collect();
+    let mut expected: Vec<&str> = groups.iter().map(String::as_str).collect();
+    shown.sort_unstable();
+    expected.sort_unstable();
+    expected.dedup();
+    assert_eq!(shown, expected, "the job's groups");
+    assert_eq!(
+        std::path::Path::new(lines[2]),
+        account.dir.as_path(),
+        "a job starts in its owner's home"
+    );
+}
+
 #[test]
 fn a_job_waits_for_its_execution_time() {
     let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
