@@ -396,6 +396,41 @@ fn an_array_running_across_a_server_restart_keeps_its_cpus_and_finishes() {
     }
 }
 
+/// Submissions keep coming while the server is killed with SIGKILL: every id a `qsub`
+/// printed is there after the restart (the rest failed, saying so).
+#[test]
+fn a_server_killed_mid_submission_loses_no_printed_id() {
+    let up = ["--cpus", "1", "--mem", "256mb"];
+    let cluster = Cluster::up(&up);
+    let blocker = cluster.qsub("block.pbs", "sleep 30\n", &[]);
+    std::fs::write(cluster.work.join("load.pbs"), "true\n").unwrap();
+    let printed = std::thread::scope(|scope| {
+        let submitter = scope.spawn(|| {
+            let mut printed = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                let out = cluster.run("qsub", &["-h", "load.pbs"]);
+                if out.status.success() {
+                    printed.push(text(&out.stdout).trim().to_string());
+                }
+            }
+            printed
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        kill_and_restart_server(&cluster, &up);
+        submitter.join().unwrap()
+    });
+    assert!(printed.len() > 10, "only {} submissions", printed.len());
+    for id in &printed {
+        assert_eq!(
+            cluster.attr(id, "job_state").as_deref(),
+            Some("H"),
+            "{id} lost"
+        );
+    }
+    assert_eq!(cluster.attr(&blocker, "job_state").as_deref(), Some("R"));
+}
+
 #[test]
 fn a_server_killed_with_sigkill_loses_no_job() {
     let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
