@@ -374,6 +374,18 @@ fn kill_and_restart_server(cluster: &Cluster, up_args: &[&str]) {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+    // SIGKILL takes effect asynchronously: `up` run before the process is gone finds it
+    // still there and starts no new server.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{server_pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "server {server_pid} outlived SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let out = cluster.run("up", up_args);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
