@@ -16,7 +16,8 @@ use crate::submission::host_name;
 /// `hpcbox up`'s options.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
-    /// How many virtual nodes to start on this machine.
+    /// How many virtual nodes to start on this machine (0: none, for a server whose nodes
+    /// all join from other machines through `--agents-listen`).
     #[arg(long, default_value_t = 1)]
     pub nodes: u32,
     /// CPUs per node (default: this machine's usable CPUs, shared out over the nodes).
@@ -33,6 +34,10 @@ pub struct UpArgs {
     /// `HH:MM:SS` or seconds; default two weeks). Applies when the server starts.
     #[arg(long)]
     pub history: Option<PbsDuration>,
+    /// Also accept node agents over TCP at `ADDR:PORT` (see `hpcbox server`). Applies when the
+    /// server starts.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub agents_listen: Option<String>,
 }
 
 /// `hpcbox server`'s options.
@@ -50,6 +55,10 @@ pub struct ServerArgs {
     /// How long finished jobs stay visible to `qstat -x` (`HH:MM:SS` or seconds).
     #[arg(long, default_value = "336:00:00")]
     history: PbsDuration,
+    /// Also accept node agents over TCP at `ADDR:PORT` (`0.0.0.0:15001`), for nodes on other
+    /// machines; they present the token of this state directory.
+    #[arg(long, value_name = "ADDR:PORT")]
+    agents_listen: Option<String>,
 }
 
 /// `hpcbox agent`'s options.
@@ -67,6 +76,17 @@ pub struct AgentArgs {
     /// This machine's CPU ids the vnode's CPUs map to, comma-separated (default: unpinned).
     #[arg(long, value_delimiter = ',')]
     cpu_ids: Vec<usize>,
+    /// The server's TCP address for agents (`HOST:PORT`, its `--agents-listen`); default: the
+    /// agents' socket in the state directory.
+    #[arg(long, value_name = "HOST:PORT")]
+    server: Option<String>,
+    /// The file holding the server's token (default: `token` in the state directory).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// This agent's own state directory, for job scripts and node files (default: as for the
+    /// other commands, `HPCBOX_HOME` or `~/.hpcbox`).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
 }
 
 /// The state directory of this process's environment, with its logs directory made.
@@ -111,6 +131,7 @@ pub fn server(args: ServerArgs) -> ExitCode {
         queues: args.queues,
         kill_delay: args.kill_delay,
         history_seconds: args.history.as_secs(),
+        agents_listen: args.agents_listen,
     };
     match runtime().and_then(|rt| rt.block_on(daemon::run(config))) {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,21 +139,34 @@ pub fn server(args: ServerArgs) -> ExitCode {
     }
 }
 
+/// The agent's state directory: `--state`, or the usual one; made if missing.
+fn agent_state(dir: Option<&Path>) -> Result<StateDir, String> {
+    let Some(dir) = dir else {
+        return state_dir();
+    };
+    let state = StateDir::new(dir);
+    std::fs::create_dir_all(state.root()).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(state)
+}
+
+/// The token in `path`, trimmed.
+fn read_token(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|token| token.trim().to_string())
+        .map_err(|e| format!("{}: {e} (is the server started?)", path.display()))
+}
+
 /// Runs a node agent in the foreground.
 pub fn agent(args: AgentArgs) -> ExitCode {
     init_logging();
-    let state = match state_dir() {
+    let state = match agent_state(args.state.as_deref()) {
         Ok(state) => state,
         Err(e) => return fail(e),
     };
-    let token = match std::fs::read_to_string(state.token()) {
-        Ok(token) => token.trim().to_string(),
-        Err(e) => {
-            return fail(format!(
-                "{}: {e} (is the server started?)",
-                state.token().display()
-            ))
-        }
+    let token_file = args.token_file.clone().unwrap_or_else(|| state.token());
+    let token = match read_token(&token_file) {
+        Ok(token) => token,
+        Err(e) => return fail(e),
     };
     let config = hpcbox_cluster::agent::AgentConfig {
         node: NodeReport {
@@ -144,6 +178,7 @@ pub fn agent(args: AgentArgs) -> ExitCode {
             cpu_ids: args.cpu_ids,
         },
         server_socket: daemon::agent_socket(&state),
+        server_address: args.server,
         token,
         aux_dir: state.aux(),
         tmp_root: state.job_tmp_root(&std::env::temp_dir()),
@@ -239,12 +274,12 @@ pub fn start_cluster(args: &UpArgs) -> Result<String, String> {
     let state = state_dir()?;
     let client = Client::new(state.socket());
     let running = |daemon: &str| read_pid(&pid_file(&state, daemon)).is_some_and(alive);
-    let nodes = args.nodes.max(1);
+    let nodes = args.nodes;
     let machine_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let cpus = args.cpus.unwrap_or((machine_cpus / nodes).max(1));
+    let cpus = args.cpus.unwrap_or((machine_cpus / nodes.max(1)).max(1));
     let mem_kb = match &args.mem {
         Some(size) => size.kilobytes(),
-        None => machine_memory_kb() / u64::from(nodes),
+        None => machine_memory_kb() / u64::from(nodes.max(1)),
     };
     let mut server_args = vec!["server".to_string()];
     for queue in &args.queues {
@@ -253,7 +288,17 @@ pub fn start_cluster(args: &UpArgs) -> Result<String, String> {
     if let Some(history) = &args.history {
         server_args.extend(["--history".to_string(), history.as_secs().to_string()]);
     }
-    let already_up = running("server") && client.server().is_ok();
+    if let Some(address) = &args.agents_listen {
+        server_args.extend(["--agents-listen".to_string(), address.clone()]);
+    }
+    // A server process that does not answer is starting or dying (SIGKILL takes effect
+    // asynchronously): wait until it does one or the other before deciding.
+    let answering = || client.server().is_ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while running("server") && !answering() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let already_up = running("server") && answering();
     if !running("server") {
         spawn_daemon(
             &server_args,
@@ -309,14 +354,21 @@ pub fn start_cluster(args: &UpArgs) -> Result<String, String> {
     let queues: Vec<&str> = std::iter::once(hpcbox_pbs::newjob::DEFAULT_QUEUE)
         .chain(args.queues.iter().map(String::as_str))
         .collect();
+    let what = if nodes == 0 {
+        "no node on this machine".to_string()
+    } else {
+        format!(
+            "{nodes} node{} of {cpus} cpu{} and {} each",
+            if nodes == 1 { "" } else { "s" },
+            if cpus == 1 { "" } else { "s" },
+            Size::from_kb(mem_kb),
+        )
+    };
     Ok(format!(
-        "hpcbox is up: {nodes} node{} of {cpus} cpu{} and {} each, queue{} {}\n\
+        "hpcbox is up: {what}, queue{} {}\n\
          state in {}\n\
          submit with `hpcbox qsub job.pbs` (or put links on PATH: `hpcbox links DIR`), \
          watch with `hpcbox qstat`, stop with `hpcbox down`\n",
-        if nodes == 1 { "" } else { "s" },
-        if cpus == 1 { "" } else { "s" },
-        Size::from_kb(mem_kb),
         if queues.len() == 1 { "" } else { "s" },
         queues.join(", "),
         state.root().display()

@@ -68,6 +68,7 @@ fn demo(dir: &Path, args: &DemoArgs) -> Result<(), String> {
         mem: None,
         queues: Vec::new(),
         history: None,
+        agents_listen: None,
     };
     println!("$ hpcbox up --cpus {cpus}");
     print!("{}", start_cluster(&up)?);

@@ -6,8 +6,19 @@
 //! re-reporting the jobs it still runs, so that a restarted server finds them again.
 
 use std::io;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// The longest line the server accepts from an agent, newline excluded: far more than any
+/// report needs, little enough that a stranger cannot make the server buffer without end.
+pub const MAX_AGENT_LINE: usize = 1 << 20;
+
+/// How often a welcomed agent sends [`AgentMessage::Heartbeat`]. The server drops an agent it
+/// has heard nothing from for three of these: over TCP, a machine that crashed or lost the
+/// network sends no end of connection, and its node must still go down.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How much of a machine a job used, as `resources_used` shows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +92,8 @@ pub enum AgentMessage {
         /// What went wrong, for the job's comment and the logs.
         message: String,
     },
+    /// Nothing to report but that the agent is alive (every [`HEARTBEAT_INTERVAL`]).
+    Heartbeat,
     /// A job's top process ended and its files are in place.
     Ended {
         /// The job.
@@ -181,9 +194,56 @@ pub fn decode_line<T: for<'de> Deserialize<'de>>(line: &[u8]) -> io::Result<T> {
     serde_json::from_slice(line).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
 }
 
+/// Reads one line (without its newline) of at most `max` bytes; `None` at the end of input.
+///
+/// A longer line is an `InvalidData` error, raised as soon as `max` bytes have arrived without
+/// a newline, so that the reader never holds more than about `max` bytes. A last line without
+/// a newline is returned as it is. Not cancel-safe: a partial line is lost when the future is
+/// dropped.
+pub async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok((!line.is_empty()).then_some(line));
+        }
+        let (taken, done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(end) => (end, true),
+            None => (buffer.len(), false),
+        };
+        if line.len() + taken > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a line longer than {max} bytes"),
+            ));
+        }
+        line.extend_from_slice(&buffer[..taken]);
+        reader.consume(taken + usize::from(done));
+        if done {
+            return Ok(Some(line));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn lines_are_read_within_a_bound() {
+        let mut input = &b"one\ntwo\n\nlast"[..];
+        let mut lines = Vec::new();
+        while let Some(line) = read_line(&mut input, 4).await.unwrap() {
+            lines.push(String::from_utf8(line).unwrap());
+        }
+        assert_eq!(lines, ["one", "two", "", "last"]);
+        let mut long = &b"abcdef\nok\n"[..];
+        let err = read_line(&mut long, 5).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
 
     #[test]
     fn messages_are_single_lines_that_round_trip() {
@@ -207,6 +267,12 @@ mod tests {
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         assert!(line.starts_with(br#"{"type":"hello""#));
         assert_eq!(decode_line::<AgentMessage>(&line).unwrap(), hello);
+        let heartbeat = encode_line(&AgentMessage::Heartbeat).unwrap();
+        assert_eq!(heartbeat, b"{\"type\":\"heartbeat\"}\n");
+        assert_eq!(
+            decode_line::<AgentMessage>(&heartbeat).unwrap(),
+            AgentMessage::Heartbeat
+        );
         let kill = ServerMessage::Kill {
             job_id: "1.hpcbox".into(),
             grace: 10,

@@ -1,6 +1,9 @@
 //! The node agent (PBS's mom): connects to the server, runs the jobs it is sent, enforces
 //! their limits, and reports their usage and exits.
 //!
+//! It reaches the server through the Unix socket of a shared state directory, or over TCP
+//! ([`AgentConfig::server_address`]) when it runs on another machine; the protocol is the same.
+//!
 //! Jobs outlive the connection: when the server goes away the agent keeps running them,
 //! reconnects with a short backoff, re-reports them in its [`AgentMessage::Hello`], and then
 //! delivers every report held back while it was away.
@@ -32,14 +35,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hpcbox_pbs::exit::{JOB_EXEC_FAIL2, JOB_EXEC_RETRY};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::OwnedWriteHalf;
-use tokio::net::UnixStream;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::signal::unix::Signal;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::exec;
-use crate::protocol::{self, AgentMessage, JobStart, NodeReport, ServerMessage};
+use crate::protocol::{
+    self, AgentMessage, JobStart, NodeReport, ServerMessage, HEARTBEAT_INTERVAL,
+};
 use crate::usage::Limits;
 use job::Job;
 pub use signals::parse_signal;
@@ -50,6 +54,9 @@ pub const DEFAULT_MOM_PORT: u16 = 15002;
 /// The first and the longest wait between attempts to reach the server.
 const RECONNECT_FIRST: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
+/// How long a TCP connection attempt may take (a host that is down answers nothing).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a write to the server may block before the agent gives up on the connection
 /// (and keeps the report for the next one): jobs must not go unminded behind a stuck server.
@@ -62,6 +69,9 @@ pub struct AgentConfig {
     pub node: NodeReport,
     /// The Unix socket of the server's agent listener.
     pub server_socket: PathBuf,
+    /// The server's TCP address for agents (`HOST:PORT`); when set it is used instead of
+    /// [`server_socket`](Self::server_socket).
+    pub server_address: Option<String>,
     /// The installation's token, presented in the hello.
     pub token: String,
     /// Where job scripts and node files go (PBS's `$PBS_HOME/aux`).
@@ -93,6 +103,7 @@ impl AgentConfig {
         AgentConfig {
             node,
             server_socket: server_socket.into(),
+            server_address: None,
             token: token.into(),
             aux_dir: aux_dir.into(),
             tmp_root: PathBuf::from("/var/tmp"),
@@ -152,10 +163,11 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
         jobs: Vec::new(),
         outbox: VecDeque::new(),
         connected: false,
+        last_heartbeat: Instant::now(),
     };
     let mut backoff = RECONNECT_FIRST;
     loop {
-        match UnixStream::connect(&agent.config.server_socket).await {
+        match agent.reach(&mut ticker, &mut children).await {
             Ok(stream) => {
                 backoff = RECONNECT_FIRST;
                 let outcome = agent.converse(stream, &mut ticker, &mut children).await;
@@ -173,13 +185,57 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
                 }
             }
             Err(err) => {
-                tracing::debug!(%err, socket = %agent.config.server_socket.display(), "cannot reach the server")
+                tracing::debug!(%err, server = %Target::of(&agent.config), "cannot reach the server")
             }
         }
         agent.idle(backoff, &mut ticker, &mut children).await;
         backoff = (backoff * 2).min(RECONNECT_MAX);
     }
 }
+
+/// Where the server is.
+#[derive(Debug, Clone)]
+enum Target {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl Target {
+    fn of(config: &AgentConfig) -> Target {
+        match &config.server_address {
+            Some(address) => Target::Tcp(address.clone()),
+            None => Target::Unix(config.server_socket.clone()),
+        }
+    }
+
+    /// Opens a connection: the Unix socket, or TCP within [`CONNECT_TIMEOUT`].
+    async fn connect(self) -> io::Result<Box<dyn Duplex>> {
+        match self {
+            Target::Unix(path) => Ok(Box::new(UnixStream::connect(path).await?)),
+            Target::Tcp(address) => {
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer"))??;
+                stream.set_nodelay(true)?;
+                Ok(Box::new(stream))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Unix(path) => write!(f, "{}", path.display()),
+            Target::Tcp(address) => write!(f, "tcp {address}"),
+        }
+    }
+}
+
+/// A connection to the server, whatever carries it.
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 
 /// Why a conversation with the server ended.
 #[derive(Debug)]
@@ -202,17 +258,36 @@ struct Agent {
     outbox: VecDeque<AgentMessage>,
     /// Whether the server has welcomed this agent on the current connection.
     connected: bool,
+    /// When the last heartbeat was queued (or the welcome came).
+    last_heartbeat: Instant,
 }
 
 impl Agent {
+    /// Connects to the server, minding the jobs while the attempt lasts.
+    async fn reach(
+        &mut self,
+        ticker: &mut Interval,
+        children: &mut Signal,
+    ) -> io::Result<Box<dyn Duplex>> {
+        let attempt = Target::of(&self.config).connect();
+        tokio::pin!(attempt);
+        loop {
+            tokio::select! {
+                stream = &mut attempt => return stream,
+                _ = ticker.tick() => self.tick().await,
+                _ = children.recv() => self.reap_ended().await,
+            }
+        }
+    }
+
     /// One connection: the hello, then messages both ways until it breaks.
     async fn converse(
         &mut self,
-        stream: UnixStream,
+        stream: Box<dyn Duplex>,
         ticker: &mut Interval,
         children: &mut Signal,
     ) -> Result<(), Disconnect> {
-        let (read, mut write) = stream.into_split();
+        let (read, mut write) = tokio::io::split(stream);
         let mut lines = BufReader::new(read).split(b'\n');
         let hello = AgentMessage::Hello {
             token: self.config.token.clone(),
@@ -250,12 +325,16 @@ impl Agent {
     fn disconnected(&mut self) {
         self.connected = false;
         // Usage reports are stale by the next connection; exits and start replies are not.
-        self.outbox
-            .retain(|message| !matches!(message, AgentMessage::Usage { .. }));
+        self.outbox.retain(|message| {
+            !matches!(
+                message,
+                AgentMessage::Usage { .. } | AgentMessage::Heartbeat
+            )
+        });
     }
 
     /// Writes the outbox; a report leaves it only once written.
-    async fn flush(&mut self, write: &mut OwnedWriteHalf) -> io::Result<()> {
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, write: &mut W) -> io::Result<()> {
         while let Some(message) = self.outbox.front() {
             send(write, message).await?;
             self.outbox.pop_front();
@@ -278,6 +357,7 @@ impl Agent {
             ServerMessage::Welcome { server } => {
                 tracing::info!(%server, "connected to the server");
                 self.connected = true;
+                self.last_heartbeat = Instant::now();
             }
             ServerMessage::Refused { reason } => return Err(Disconnect::Refused(reason)),
             _ if !self.connected => {
@@ -375,6 +455,10 @@ impl Agent {
     /// rest, enforces their limits and queues their usage reports.
     async fn tick(&mut self) {
         self.reap_ended().await;
+        if self.connected && self.last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL {
+            self.outbox.push_back(AgentMessage::Heartbeat);
+            self.last_heartbeat = Instant::now();
+        }
         let now = std::time::Instant::now();
         for job in &mut self.jobs {
             job.sample(now);
@@ -405,7 +489,7 @@ impl Agent {
 }
 
 /// Writes one message, within [`WRITE_TIMEOUT`].
-async fn send(write: &mut OwnedWriteHalf, message: &AgentMessage) -> io::Result<()> {
+async fn send<W: AsyncWrite + Unpin>(write: &mut W, message: &AgentMessage) -> io::Result<()> {
     let line = protocol::encode_line(message)?;
     tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&line))
         .await

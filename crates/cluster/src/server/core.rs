@@ -968,7 +968,7 @@ impl Core {
     /// A message from an agent about one of its jobs.
     pub fn agent_message(&mut self, message: AgentMessage, now: i64) {
         let job_id = match &message {
-            AgentMessage::Hello { .. } => return,
+            AgentMessage::Hello { .. } | AgentMessage::Heartbeat => return,
             AgentMessage::Started { job_id, .. }
             | AgentMessage::StartFailed { job_id, .. }
             | AgentMessage::Ended { job_id, .. }
@@ -978,7 +978,7 @@ impl Core {
             return;
         };
         match message {
-            AgentMessage::Hello { .. } => {}
+            AgentMessage::Hello { .. } | AgentMessage::Heartbeat => {}
             AgentMessage::Started { session, .. } => {
                 let job = self.jobs.get_mut(&seq).expect("job exists");
                 if let Some(task) = job.task(index) {

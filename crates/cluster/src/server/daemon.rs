@@ -1,7 +1,10 @@
 //! The server daemon: the client API over a Unix socket (HTTP with JSON bodies, the peer's uid
-//! naming the user), the agents' socket (one JSON message per line) and the scheduling loop.
+//! naming the user), the agents' socket and optional TCP listener (one JSON message per line,
+//! the same on both) and the scheduling loop.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,8 +12,8 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, Notify};
 
 use super::core::Core;
@@ -18,7 +21,10 @@ use crate::api::{
     Answer, JobAction, NodeChange, StatusItem, StatusRequest, SubmitRequest, Submitted,
 };
 use crate::home::StateDir;
-use crate::protocol::{decode_line, encode_line, AgentMessage, ServerMessage};
+use crate::protocol::{
+    decode_line, encode_line, read_line, AgentMessage, NodeReport, RunningReport, ServerMessage,
+    HEARTBEAT_INTERVAL, MAX_AGENT_LINE,
+};
 use crate::store::Store;
 use hpcbox_pbs::newjob::DEFAULT_QUEUE;
 
@@ -35,7 +41,15 @@ pub struct ServerConfig {
     pub kill_delay: u64,
     /// How long finished jobs stay visible to `qstat -x`, in seconds.
     pub history_seconds: u64,
+    /// Where to accept agents over TCP as well (`0.0.0.0:15001`), for nodes on other machines.
+    pub agents_listen: Option<String>,
 }
+
+/// How long a new agent connection may take to present its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a welcomed agent may stay silent (it sends heartbeats) before the server drops it.
+const AGENT_SILENCE: Duration = HEARTBEAT_INTERVAL.saturating_mul(3);
 
 /// The path of the agents' socket in a state directory.
 pub fn agent_socket(state: &StateDir) -> PathBuf {
@@ -75,6 +89,10 @@ pub async fn run(config: ServerConfig) -> std::io::Result<()> {
     });
     let api = bind(&config.state.socket())?;
     let agents = bind(&agent_socket(&config.state))?;
+    let tcp_agents = match &config.agents_listen {
+        Some(address) => Some(bind_tcp(address).await?),
+        None => None,
+    };
     tracing::info!(
         "server {} listening in {}",
         config.name,
@@ -85,6 +103,9 @@ pub async fn run(config: ServerConfig) -> std::io::Result<()> {
         axum::serve(api, app.into_make_service_with_connect_info::<PeerUid>()).await
     });
     tokio::spawn(accept_agents(agents, shared.clone()));
+    if let Some(listener) = tcp_agents {
+        tokio::spawn(accept_agents(listener, shared.clone()));
+    }
     tokio::spawn(schedule_loop(shared.clone()));
     shutdown_signal().await;
     api_task.abort();
@@ -107,6 +128,15 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Binds the agents' TCP listener, and says where it listens (the port, when 0 was asked).
+async fn bind_tcp(address: &str) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("agents' TCP address {address}: {e}")))?;
+    tracing::info!("accepting agents on tcp {}", listener.local_addr()?);
     Ok(listener)
 }
 
@@ -253,11 +283,37 @@ fn deliver(shared: &Shared, node: &str, message: ServerMessage) {
     }
 }
 
-async fn accept_agents(listener: UnixListener, shared: Arc<Shared>) {
+/// Where agents connect: the Unix socket, or TCP for nodes on other machines. Every kind is
+/// served alike by [`serve_agent`].
+trait AgentListener: Send + 'static {
+    /// A connection.
+    type Stream: AsyncRead + AsyncWrite + Send + 'static;
+    /// The next connection, and a description of its peer for the logs.
+    fn next(&self) -> impl Future<Output = io::Result<(Self::Stream, String)>> + Send;
+}
+
+impl AgentListener for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn next(&self) -> io::Result<(Self::Stream, String)> {
+        let (stream, _) = self.accept().await?;
+        Ok((stream, "the agents' socket".to_string()))
+    }
+}
+
+impl AgentListener for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn next(&self) -> io::Result<(Self::Stream, String)> {
+        let (stream, peer) = self.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok((stream, format!("tcp {peer}")))
+    }
+}
+
+async fn accept_agents<L: AgentListener>(listener: L, shared: Arc<Shared>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve_agent(stream, shared.clone()));
+        match listener.next().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_agent(stream, peer, shared.clone()));
             }
             Err(e) => {
                 tracing::warn!("agent accept failed: {e}");
@@ -267,24 +323,49 @@ async fn accept_agents(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
-async fn serve_agent(stream: UnixStream, shared: Arc<Shared>) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let Ok(Some(first)) = lines.next_line().await else {
-        return;
-    };
-    let (node, running) = match decode_line::<AgentMessage>(first.as_bytes()) {
+/// Whether `given` is the installation's token, in time independent of where they differ.
+fn same_token(expected: &str, given: &str) -> bool {
+    let (expected, given) = (expected.as_bytes(), given.as_bytes());
+    let differences = expected
+        .iter()
+        .zip(given)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    expected.len() == given.len() && std::hint::black_box(differences) == 0
+}
+
+/// Reads and checks a connection's hello, within [`HELLO_TIMEOUT`]; the error is the reason
+/// to refuse it.
+async fn read_hello<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    token: &str,
+) -> Result<(NodeReport, Vec<RunningReport>), String> {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, read_line(reader, MAX_AGENT_LINE))
+        .await
+        .map_err(|_| "no hello in time".to_string())?
+        .map_err(|e| format!("unreadable hello: {e}"))?
+        .ok_or_else(|| "closed before the hello".to_string())?;
+    match decode_line::<AgentMessage>(&first) {
         Ok(AgentMessage::Hello {
-            token,
+            token: given,
             node,
             running,
-        }) if token == shared.token => (node, running),
-        Ok(AgentMessage::Hello { .. }) => {
-            refuse(&mut write, "bad token").await;
-            return;
-        }
-        _ => {
-            refuse(&mut write, "the first message must be a hello").await;
+        }) if same_token(token, &given) => Ok((node, running)),
+        Ok(AgentMessage::Hello { .. }) => Err("bad token".to_string()),
+        _ => Err("the first message must be a hello".to_string()),
+    }
+}
+
+async fn serve_agent<S>(stream: S, peer: String, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, mut write) = tokio::io::split(stream);
+    let mut reader = BufReader::new(read);
+    let (node, running) = match read_hello(&mut reader, &shared.token).await {
+        Ok(hello) => hello,
+        Err(reason) => {
+            tracing::warn!("refused an agent from {peer}: {reason}");
+            refuse(&mut reader, &mut write, &reason).await;
             return;
         }
     };
@@ -296,29 +377,8 @@ async fn serve_agent(stream: UnixStream, shared: Arc<Shared>) {
     if write_message(&mut write, &welcome).await.is_err() {
         return;
     }
-    {
-        let running: Vec<String> = running.iter().map(|r| r.job_id.clone()).collect();
-        shared
-            .core
-            .lock()
-            .expect("core lock")
-            .agent_hello(node, &running, now());
-        let backlog = shared
-            .pending
-            .lock()
-            .expect("pending lock")
-            .remove(&name)
-            .unwrap_or_default();
-        for message in backlog {
-            let _ = sender.send(message);
-        }
-        shared
-            .agents
-            .lock()
-            .expect("agents lock")
-            .insert(name.clone(), sender);
-    }
-    tracing::info!("agent for {name} connected");
+    register(&shared, node, &running, sender.clone());
+    tracing::info!("agent for {name} connected from {peer}");
     shared.wake.notify_one();
     let writer = tokio::spawn(async move {
         while let Some(message) = receiver.recv().await {
@@ -327,8 +387,22 @@ async fn serve_agent(stream: UnixStream, shared: Arc<Shared>) {
             }
         }
     });
-    while let Ok(Some(line)) = lines.next_line().await {
-        match decode_line::<AgentMessage>(line.as_bytes()) {
+    loop {
+        let line = match tokio::time::timeout(AGENT_SILENCE, read_line(&mut reader, MAX_AGENT_LINE))
+            .await
+        {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                tracing::warn!("agent {name}: {e}");
+                break;
+            }
+            Err(_) => {
+                tracing::warn!("agent {name} silent for {AGENT_SILENCE:?}: dropping it");
+                break;
+            }
+        };
+        match decode_line::<AgentMessage>(&line) {
             Ok(message) => {
                 shared
                     .core
@@ -341,28 +415,136 @@ async fn serve_agent(stream: UnixStream, shared: Arc<Shared>) {
         }
     }
     writer.abort();
-    shared.agents.lock().expect("agents lock").remove(&name);
+    unregister(&shared, &name, &sender);
+}
+
+/// Makes a welcomed agent the one its node's messages go to, and hands it their backlog.
+fn register(
+    shared: &Shared,
+    node: NodeReport,
+    running: &[RunningReport],
+    sender: mpsc::UnboundedSender<ServerMessage>,
+) {
+    let name = node.name.clone();
+    let running: Vec<String> = running.iter().map(|r| r.job_id.clone()).collect();
     shared
         .core
         .lock()
         .expect("core lock")
-        .agent_gone(&name, now());
+        .agent_hello(node, &running, now());
+    let backlog = shared
+        .pending
+        .lock()
+        .expect("pending lock")
+        .remove(&name)
+        .unwrap_or_default();
+    for message in backlog {
+        let _ = sender.send(message);
+    }
+    shared
+        .agents
+        .lock()
+        .expect("agents lock")
+        .insert(name, sender);
+}
+
+/// Forgets an agent whose connection ended, unless its node already has a newer connection
+/// (an agent that reconnected before its old connection was found dead).
+fn unregister(shared: &Shared, name: &str, sender: &mpsc::UnboundedSender<ServerMessage>) {
+    {
+        let mut agents = shared.agents.lock().expect("agents lock");
+        if !agents.get(name).is_some_and(|s| s.same_channel(sender)) {
+            tracing::info!("an old connection of the agent for {name} ended");
+            return;
+        }
+        agents.remove(name);
+    }
+    shared
+        .core
+        .lock()
+        .expect("core lock")
+        .agent_gone(name, now());
     tracing::info!("agent for {name} disconnected");
 }
 
-async fn refuse(write: &mut tokio::net::unix::OwnedWriteHalf, reason: &str) {
-    let _ = write_message(
-        write,
-        &ServerMessage::Refused {
-            reason: reason.to_string(),
-        },
+/// Tells a connection why it is refused and closes it, after reading (briefly, boundedly) what
+/// it still sends, so that the refusal is not lost to a reset.
+async fn refuse<R, W>(reader: &mut R, write: &mut W, reason: &str)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let refusal = ServerMessage::Refused {
+        reason: reason.to_string(),
+    };
+    let _ = write_message(write, &refusal).await;
+    let _ = write.shutdown().await;
+    let mut rest = reader.take(4 * MAX_AGENT_LINE as u64);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()),
     )
     .await;
 }
 
-async fn write_message(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
+async fn write_message<W: AsyncWrite + Unpin>(
+    write: &mut W,
     message: &ServerMessage,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     write.write_all(&encode_line(message)?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(same_token("abc", "abc"));
+        assert!(!same_token("abc", "abd"));
+        assert!(!same_token("abc", "ab"));
+        assert!(!same_token("abc", "abcd"));
+        assert!(!same_token("abc", ""));
+    }
+
+    #[tokio::test]
+    async fn hellos_are_checked() {
+        let node = NodeReport {
+            name: "n".into(),
+            host: "h".into(),
+            ncpus: 1,
+            mem_kb: 1,
+            ngpus: 0,
+            cpu_ids: vec![],
+        };
+        let hello = |token: &str| {
+            encode_line(&AgentMessage::Hello {
+                token: token.into(),
+                node: node.clone(),
+                running: vec![],
+            })
+            .unwrap()
+        };
+        let good = hello("secret");
+        assert_eq!(read_hello(&mut &good[..], "secret").await.unwrap().0, node);
+        let bad = hello("wrong");
+        assert_eq!(
+            read_hello(&mut &bad[..], "secret").await.unwrap_err(),
+            "bad token"
+        );
+        for garbage in [
+            &b"garbage\n"[..],
+            b"{\"type\":\"started\",\"job_id\":\"1\",\"session\":1}\n",
+        ] {
+            let reason = read_hello(&mut &garbage[..], "secret").await.unwrap_err();
+            assert_eq!(reason, "the first message must be a hello");
+        }
+        let huge = vec![b'x'; MAX_AGENT_LINE + 1];
+        let reason = read_hello(&mut &huge[..], "secret").await.unwrap_err();
+        assert!(reason.starts_with("unreadable hello"), "{reason}");
+        assert_eq!(
+            read_hello(&mut &b""[..], "secret").await.unwrap_err(),
+            "closed before the hello"
+        );
+    }
 }

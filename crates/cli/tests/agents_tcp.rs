@@ -1,0 +1,315 @@
+//! End to end: a node agent that reaches its server over TCP, with a state directory of its
+//! own, as it would from another machine; and a TCP listener that strangers cannot upset.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const HPCBOX: &str = env!("CARGO_BIN_EXE_hpcbox");
+
+/// A server with no local node, accepting agents on a TCP port; stopped when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    home: PathBuf,
+    work: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("state");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let cluster = Cluster {
+            dir,
+            home,
+            work,
+            port: free_port(),
+        };
+        cluster.start();
+        cluster
+    }
+
+    /// `hpcbox up` with no node of its own: starts the server when it does not run.
+    fn start(&self) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let out = self.run("up", &["--nodes", "0", "--agents-listen", &listen]);
+        assert!(out.status.success(), "hpcbox up: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("no node on this machine"));
+    }
+
+    fn command(&self, verb: &str) -> Command {
+        let mut command = Command::new(HPCBOX);
+        command
+            .arg(verb)
+            .env("HPCBOX_HOME", &self.home)
+            .env_remove("PBS_DPREFIX")
+            .current_dir(&self.work);
+        command
+    }
+
+    fn run(&self, verb: &str, args: &[&str]) -> Output {
+        self.command(verb).args(args).output().unwrap()
+    }
+
+    /// `qsub` of `script` (written to the work directory as `name`); returns the job id.
+    fn qsub(&self, name: &str, script: &str, args: &[&str]) -> String {
+        std::fs::write(self.work.join(name), script).unwrap();
+        let mut all: Vec<&str> = args.to_vec();
+        all.push(name);
+        let out = self.run("qsub", &all);
+        assert!(out.status.success(), "qsub: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// An attribute of a job, from `qstat -x -f -w`.
+    fn attr(&self, id: &str, name: &str) -> Option<String> {
+        let out = self.run("qstat", &["-x", "-f", "-w", id]);
+        let prefix = format!("    {name} = ");
+        text(&out.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+    }
+
+    fn wait_state(&self, id: &str, state: &str) {
+        wait_until(&format!("job {id} in state {state}"), || {
+            self.attr(id, "job_state").as_deref() == Some(state)
+        });
+    }
+
+    /// An attribute of the node `tcpnode`, from `pbsnodes -a`.
+    fn node_attr(&self, name: &str) -> Option<String> {
+        let out = text(&self.run("pbsnodes", &["-a"]).stdout);
+        let prefix = format!("     {name} = ");
+        out.split("\n\n")
+            .find(|block| block.starts_with("tcpnode\n"))?
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+    }
+
+    fn wait_node(&self, state: &str) {
+        wait_until(&format!("tcpnode {state}"), || {
+            self.node_attr("state").as_deref() == Some(state)
+        });
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.work.join(file)).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL and starts it again, on the same port.
+    fn restart_server(&self) {
+        let pid = read_pid(&self.home.join("server.pid"));
+        kill(pid, nix::sys::signal::Signal::SIGKILL);
+        wait_until("the old server to be gone", || !running(pid));
+        self.start();
+    }
+
+    /// An agent for `tcpnode` that knows the server only by its TCP address and token file,
+    /// with a state directory (and `HPCBOX_HOME`) of its own.
+    fn agent(&self) -> Agent {
+        let own = self.dir.path().join("agent-state");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        let child = Command::new(HPCBOX)
+            .args([
+                "agent", "--node", "tcpnode", "--cpus", "1", "--mem", "256mb",
+            ])
+            .arg("--server")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--token-file")
+            .arg(self.home.join("token"))
+            .arg("--state")
+            .arg(&own)
+            .env("HPCBOX_HOME", self.dir.path().join("elsewhere"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Agent(child)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.run("down", &[]);
+    }
+}
+
+/// A running `hpcbox agent`, killed when dropped.
+struct Agent(Child);
+
+impl Agent {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A TCP port nothing listens on now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn kill(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+}
+
+/// Whether process `pid` runs (a zombie does not).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The sequence number of a job id (`12` of `12.srv`).
+fn seq(id: &str) -> &str {
+    let end = id.find(|c: char| !c.is_ascii_digit()).unwrap_or(id.len());
+    &id[..end]
+}
+
+#[test]
+fn a_job_placed_by_host_runs_on_a_tcp_agent_and_its_output_lands() {
+    let cluster = Cluster::up();
+    let _agent = cluster.agent();
+    cluster.wait_node("free");
+    let host = cluster.node_attr("resources_available.host").unwrap();
+    assert_eq!(cluster.node_attr("Mom"), Some(host.clone()));
+    let select = format!("select=1:ncpus=1:host={host}");
+    let script = "cat $PBS_NODEFILE\necho ran in $PBS_O_WORKDIR\n";
+    let id = cluster.qsub("tcp.pbs", script, &["-N", "tcpjob", "-l", &select]);
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("0"));
+    assert_eq!(
+        cluster.attr(&id, "exec_vnode").as_deref(),
+        Some("(tcpnode:ncpus=1)")
+    );
+    assert_eq!(
+        cluster.read(&format!("tcpjob.o{}", seq(&id))),
+        format!("{host}\nran in {}\n", cluster.work.display())
+    );
+    // The agent kept its files in its own state directory, not the server's.
+    assert!(cluster.dir.path().join("agent-state").join("aux").is_dir());
+    assert!(!cluster.dir.path().join("elsewhere").exists());
+}
+
+#[test]
+fn a_tcp_agent_keeps_its_job_across_a_server_restart_and_comes_back_after_its_own() {
+    let cluster = Cluster::up();
+    let mut agent = cluster.agent();
+    cluster.wait_node("free");
+    let id = cluster.qsub("long.pbs", "sleep 1000\n", &[]);
+    cluster.wait_state(&id, "R");
+    cluster.wait_node("job-busy");
+    cluster.restart_server();
+    // The agent reconnects by itself and re-reports the job, which still runs.
+    cluster.wait_node("job-busy");
+    assert_eq!(cluster.attr(&id, "job_state").as_deref(), Some("R"));
+    assert!(cluster.run("qdel", &[&id]).status.success());
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("271"));
+    cluster.wait_node("free");
+    // A lost agent is a down node; started again, the node is back and takes jobs.
+    agent.kill();
+    wait_until("tcpnode down", || {
+        cluster
+            .node_attr("state")
+            .is_some_and(|s| s.contains("down"))
+    });
+    let _agent = cluster.agent();
+    cluster.wait_node("free");
+    let id = cluster.qsub("again.pbs", "echo again\n", &["-N", "again"]);
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.read(&format!("again.o{}", seq(&id))), "again\n");
+}
+
+/// Sends `bytes` on a new connection to the agents' port and returns the server's answer.
+fn answer_to(port: u16, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The server may stop reading a huge line early: a failed write is not the test's business.
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    let _ = BufReader::new(stream).read_line(&mut answer);
+    answer
+}
+
+#[test]
+fn garbage_wrong_tokens_and_huge_lines_are_refused_and_the_server_goes_on() {
+    let cluster = Cluster::up();
+    let refused = |reason: &str| format!("{{\"type\":\"refused\",\"reason\":\"{reason}\"}}\n");
+    let hello = |token: &str| {
+        format!(
+            "{{\"type\":\"hello\",\"token\":\"{token}\",\"node\":{{\"name\":\"evil\",\
+             \"host\":\"evil\",\"ncpus\":64,\"mem_kb\":1,\"ngpus\":0,\"cpu_ids\":[]}},\
+             \"running\":[]}}\n"
+        )
+    };
+    let first_must_be_hello = refused("the first message must be a hello");
+    assert_eq!(answer_to(cluster.port, b"garbage\n"), first_must_be_hello);
+    assert_eq!(answer_to(cluster.port, b"\xff\xfe\n"), first_must_be_hello);
+    assert_eq!(
+        answer_to(cluster.port, b"{\"type\":\"hel"),
+        first_must_be_hello
+    );
+    assert_eq!(
+        answer_to(cluster.port, hello("wrong").as_bytes()),
+        refused("bad token")
+    );
+    assert_eq!(
+        answer_to(cluster.port, b""),
+        refused("closed before the hello")
+    );
+    let huge = vec![b'x'; 3 << 20];
+    let answer = answer_to(cluster.port, &huge);
+    assert!(
+        answer.is_empty() || answer.starts_with("{\"type\":\"refused\""),
+        "{answer}"
+    );
+    // No stranger became a node, and the server still serves clients and real agents.
+    assert!(!text(&cluster.run("pbsnodes", &["-a"]).stdout).contains("evil"));
+    let _agent = cluster.agent();
+    cluster.wait_node("free");
+    let id = cluster.qsub("after.pbs", "echo fine\n", &["-N", "after"]);
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.read(&format!("after.o{}", seq(&id))), "fine\n");
+}
