@@ -16,7 +16,7 @@ const RUN_MPI: &str = include_str!("../../../examples/lesson/run_mpi.pbs");
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Monte Carlo samples per estimate.
-    #[arg(long, default_value_t = 200_000_000)]
+    #[arg(long, default_value_t = 1_000_000_000)]
     samples: u64,
     /// Keep the demo's directory (state, scripts, job output) instead of removing it.
     #[arg(long)]
