@@ -114,14 +114,16 @@ fn parse_slots(n: &str) -> std::result::Result<usize, String> {
 /// Adds `entry`'s slots to its host, or appends it.
 fn add_slots(hosts: &mut Vec<HostSlots>, entry: HostSlots) {
     match hosts.iter_mut().find(|h| h.host == entry.host) {
-        Some(h) => h.slots += entry.slots,
+        Some(h) => h.slots = h.slots.saturating_add(entry.slots),
         None => hosts.push(entry),
     }
 }
 
 /// The slots the hosts offer: their own, or `ppn` each when given.
 pub fn capacity(hosts: &[HostSlots], ppn: Option<usize>) -> usize {
-    hosts.iter().map(|h| ppn.unwrap_or(h.slots)).sum()
+    hosts
+        .iter()
+        .fold(0, |total, h| total.saturating_add(ppn.unwrap_or(h.slots)))
 }
 
 /// Maps `np` ranks to `hosts` by slot: rank 0 to the first host's first slot, and so on.
@@ -208,6 +210,15 @@ mod tests {
         assert!(e.contains("line 1") && e.contains("`b`"), "{e}");
         let e = parse_hostfile(":4\n").unwrap_err().to_string();
         assert!(e.contains("no host name"), "{e}");
+    }
+
+    #[test]
+    fn huge_slot_counts_saturate_instead_of_overflowing() {
+        let text = format!("a slots={max}\na:{max}\nb slots={max}\n", max = usize::MAX);
+        let hosts = parse_hostfile(&text).unwrap();
+        assert_eq!(hosts[0].slots, usize::MAX);
+        assert_eq!(capacity(&hosts, None), usize::MAX);
+        assert_eq!(place(3, &hosts, None).unwrap().hosts, ["a", "a", "a"]);
     }
 
     #[test]
