@@ -362,6 +362,23 @@ fn finished_jobs_leave_the_history_when_it_runs_out() {
     );
 }
 
+/// Sends SIGKILL to `pid` and waits until it is gone: the signal takes effect asynchronously,
+/// and `hpcbox up` run before the process is gone finds it still there and starts no new one.
+fn kill_and_wait(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "))
+    {
+        assert!(Instant::now() < deadline, "{pid} outlived SIGKILL");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Kills the cluster's server with SIGKILL and starts it again with `up_args`.
 fn kill_and_restart_server(cluster: &Cluster, up_args: &[&str]) {
     let server_pid: i32 = std::fs::read_to_string(cluster.state().join("server.pid"))
@@ -369,23 +386,7 @@ fn kill_and_restart_server(cluster: &Cluster, up_args: &[&str]) {
         .trim()
         .parse()
         .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server_pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    // SIGKILL takes effect asynchronously: `up` run before the process is gone finds it
-    // still there and starts no new server.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(format!("/proc/{server_pid}/stat"))
-        .is_ok_and(|stat| !stat.contains(") Z "))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "server {server_pid} outlived SIGKILL"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    kill_and_wait(server_pid);
     let out = cluster.run("up", up_args);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
@@ -441,6 +442,37 @@ fn a_server_killed_mid_submission_loses_no_printed_id() {
         );
     }
     assert_eq!(cluster.attr(&blocker, "job_state").as_deref(), Some("R"));
+}
+
+/// A node agent killed with SIGKILL while its job runs: when the agent is back, the server
+/// has it kill what is left of the job and runs the job again from the start (PBS requeues
+/// the jobs of a failed node); the job is never lost and never runs twice at once.
+#[test]
+fn a_job_whose_agent_was_killed_is_requeued_and_runs_again() {
+    let up = ["--cpus", "1", "--mem", "256mb"];
+    let cluster = Cluster::up(&up);
+    let marker = cluster.work.join("first.pid");
+    let script = format!(
+        "cd $PBS_O_WORKDIR\nif [ ! -e {m} ]; then echo $$ > {m}; sleep 1000; fi\necho rerun\n",
+        m = marker.display()
+    );
+    let id = cluster.qsub("rerun.pbs", &script, &[]);
+    let first = wait_for_pid(&marker);
+    let agent = std::fs::read_dir(cluster.state())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("agent-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .expect("an agent pid file");
+    kill_and_wait(agent.trim().parse().unwrap());
+    let out = cluster.run("up", &up);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("0"));
+    assert_eq!(cluster.attr(&id, "run_count").as_deref(), Some("2"));
+    assert_gone(first);
+    let output = cluster.read(&format!("rerun.pbs.o{}", seq(&id)));
+    assert!(output.ends_with("rerun\n"), "{output}");
 }
 
 #[test]

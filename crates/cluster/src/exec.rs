@@ -335,6 +335,32 @@ fn in_session(pid: Pid, session: Pid) -> bool {
     nix::unistd::getsid(Some(pid)).is_ok_and(|sid| sid == session)
 }
 
+/// Sends SIGKILL, in rounds (a process may fork meanwhile), to every process whose environment
+/// holds all of `entries`, until none is left or `patience` has passed; returns how many
+/// processes were killed. For the processes of a job whose agent is gone (no session known).
+pub fn kill_marked(entries: &[&str], patience: std::time::Duration) -> usize {
+    let deadline = std::time::Instant::now() + patience;
+    let mut killed = 0;
+    loop {
+        let marked: Vec<Pid> = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .map(Pid::from_raw)
+            .filter(|&pid| entries.iter().all(|entry| has_env_entry(pid, entry)))
+            .collect();
+        killed += marked
+            .iter()
+            .filter(|&&pid| kill(pid, Signal::SIGKILL).is_ok())
+            .count();
+        reap_orphans();
+        if marked.is_empty() || std::time::Instant::now() >= deadline {
+            return killed;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn has_env_entry(pid: Pid, entry: &str) -> bool {
     fs::read(format!("/proc/{pid}/environ"))
         .is_ok_and(|environ| environ.split(|&b| b == 0).any(|e| e == entry.as_bytes()))

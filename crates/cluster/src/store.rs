@@ -179,6 +179,15 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets subjob `index` of job `seq` (it went back to waiting).
+    pub fn remove_subjob(&self, seq: u64, index: u32) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM subjobs WHERE seq = ?1 AND idx = ?2",
+            params![seq as i64, index],
+        )?;
+        Ok(())
+    }
+
     /// Every stored subjob, as (job, index, record), in order.
     pub fn subjobs<S: DeserializeOwned>(&self) -> Result<Vec<(u64, u32, S)>, StoreError> {
         let mut stmt = self

@@ -120,6 +120,18 @@ impl StatusObject {
             .map(|a| a.value.as_str())
     }
 
+    /// Removes every attribute `name` (with or without a resource).
+    ///
+    /// ```
+    /// use hpcbox_pbs::status::StatusObject;
+    /// let mut job = StatusObject::new("1.srv").with("exec_host", "n1/0").with("queue", "q");
+    /// job.remove("exec_host");
+    /// assert_eq!((job.get("exec_host"), job.get("queue")), (None, Some("q")));
+    /// ```
+    pub fn remove(&mut self, name: &str) {
+        self.attrs.retain(|a| a.name != name);
+    }
+
     /// Sorts the attributes into `order` (see [`sort_attributes`]).
     pub fn sort_attributes(&mut self, order: &[&str]) {
         sort_attributes(&mut self.attrs, order);

@@ -445,9 +445,35 @@ impl Agent {
     }
 
     fn kill(&mut self, job_id: &str, grace: u64) {
-        if let Some(job) = self.job_mut(job_id) {
-            tracing::info!(job = job_id, grace, "killing the job");
-            job.terminate(Duration::from_secs(grace), std::time::Instant::now());
+        match self.job_mut(job_id) {
+            Some(job) => {
+                tracing::info!(job = job_id, grace, "killing the job");
+                job.terminate(Duration::from_secs(grace), std::time::Instant::now());
+            }
+            None => self.kill_orphan(job_id),
+        }
+    }
+
+    /// Kills what is left of a job this agent does not know: one an earlier run of the agent
+    /// started (the server asks before it requeues the job, so that it never runs twice).
+    /// Its processes are found by their environment (its id and its node file in this
+    /// agent's aux directory, so no other installation's job matches); its files go too.
+    fn kill_orphan(&mut self, job_id: &str) {
+        let nodefile = self.config.aux_dir.join(job_id);
+        let entries = [
+            format!("PBS_JOBID={job_id}"),
+            format!("PBS_NODEFILE={}", nodefile.display()),
+        ];
+        let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
+        let killed = exec::kill_marked(&entries, Duration::from_secs(2));
+        tracing::info!(
+            job = job_id,
+            killed,
+            "killed what an earlier agent left of the job"
+        );
+        let script = self.config.aux_dir.join(format!("{job_id}.SC"));
+        for file in [nodefile, script] {
+            let _ = std::fs::remove_file(file);
         }
     }
 

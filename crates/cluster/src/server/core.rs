@@ -205,6 +205,10 @@ pub struct Core {
     last_purge: i64,
 }
 
+/// Starts that may fail with `JOB_EXEC_RETRY` before the job fails for good (PBS holds a job
+/// after 20 failed attempts).
+const MAX_START_RETRIES: u32 = 20;
+
 /// PBS's default `job_history_duration`: two weeks.
 pub const DEFAULT_HISTORY_SECONDS: u64 = 14 * 24 * 3600;
 
@@ -949,10 +953,85 @@ impl Core {
                 }
             }
         }
+        let why = format!("Job requeued: node {name} restarted without it");
         for (seq, index) in lost {
-            let status = hpcbox_pbs::exit::JOB_EXEC_FAIL2;
-            self.task_ended(seq, index, status, Usage::default(), now);
+            // Whatever an earlier run of the agent left of the job dies before it reruns.
+            if let Some(job_id) = self.task_name(seq, index) {
+                let kill = ServerMessage::Kill { job_id, grace: 0 };
+                self.outbox.push((name.clone(), kill));
+            }
+            if !self.requeue(seq, index, &why, now) {
+                let status = hpcbox_pbs::exit::JOB_EXEC_FAIL2;
+                self.task_ended(seq, index, status, Usage::default(), now);
+            }
         }
+    }
+
+    /// The id of the job (or subjob), as its agent knows it.
+    fn task_name(&self, seq: u64, index: Option<u32>) -> Option<String> {
+        let job = self.jobs.get(&seq)?;
+        match index {
+            None => Some(job.attrs.name.clone()),
+            Some(i) => job.subjobs.get(&i).map(|sub| sub.attrs.name.clone()),
+        }
+    }
+
+    /// How many times the job (or subjob) has been started.
+    fn run_count(&self, seq: u64, index: Option<u32>) -> u32 {
+        let job = self.jobs.get(&seq);
+        let attrs = match index {
+            None => job.map(|j| &j.attrs),
+            Some(i) => job.and_then(|j| j.subjobs.get(&i)).map(|s| &s.attrs),
+        };
+        attrs
+            .and_then(|a| a.get("run_count"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Puts a job (or subjob) that was running back in its queue, as PBS requeues the jobs of
+    /// a node that failed: it starts again from the beginning. False, changing nothing, when
+    /// the job is not rerunnable (`qsub -r n`) or the scheduler refuses.
+    fn requeue(&mut self, seq: u64, index: Option<u32>, why: &str, now: i64) -> bool {
+        let Some(job) = self.jobs.get(&seq) else {
+            return false;
+        };
+        if job.attrs.get("Rerunable") == Some("False") {
+            return false;
+        }
+        if self
+            .sched
+            .apply(Event::Requeue(SchedId { seq, index }))
+            .is_err()
+        {
+            return false;
+        }
+        let job = self.jobs.get_mut(&seq).expect("job exists");
+        match index {
+            None => {
+                job.run = None;
+                for gone in ["exec_host", "exec_vnode", "stime"] {
+                    job.attrs.remove(gone);
+                }
+                set(&mut job.attrs, "job_state", "Q");
+                set(&mut job.attrs, "substate", substate::QUEUED.to_string());
+                set(&mut job.attrs, "comment", why);
+                set(&mut job.attrs, "mtime", now.to_string());
+            }
+            Some(i) => {
+                job.subjobs.remove(&i);
+                job.unfinished.remove(&i);
+                job.changed.remove(&i);
+                if let Err(e) = self.store.remove_subjob(seq, i) {
+                    tracing::error!("could not store the requeue of {seq}[{i}]: {e}");
+                }
+                let job = self.jobs.get_mut(&seq).expect("job exists");
+                refresh_array(job, now);
+            }
+        }
+        tracing::info!(seq, ?index, why, "requeued");
+        self.persist(seq);
+        true
     }
 
     /// The agent of vnode `name` went away: the vnode is down until it comes back. Its jobs
@@ -996,10 +1075,18 @@ impl Core {
                 message,
                 ..
             } => {
+                let why = format!("Job failed to start: {message}");
+                // A subjob starts afresh when requeued (its run count with it): retried only
+                // as a whole job, so that a start failing for good cannot loop.
+                let retry = exit_status == hpcbox_pbs::exit::JOB_EXEC_RETRY
+                    && index.is_none()
+                    && self.run_count(seq, index) < MAX_START_RETRIES;
+                if retry && self.requeue(seq, index, &format!("{why}; requeued"), now) {
+                    return;
+                }
                 let job = self.jobs.get_mut(&seq).expect("job exists");
                 if let Some(task) = job.task(index) {
-                    let comment = format!("Job failed to start: {message}");
-                    set(task.attrs, "comment", comment);
+                    set(task.attrs, "comment", why);
                 }
                 self.task_ended(seq, index, exit_status, Usage::default(), now);
             }
