@@ -52,6 +52,8 @@ pub struct Launch {
     pub cpus: Vec<usize>,
     /// The user to run as; `None` runs as this process's own user.
     pub credentials: Option<Credentials>,
+    /// Empty the output files first (a rerun) instead of appending to them.
+    pub fresh_output: bool,
 }
 
 /// Who a job's processes run as: the owner's user, primary group and supplementary groups.
@@ -131,7 +133,8 @@ fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
 /// `launch.cpus` when given.
 ///
 /// The output files are opened by the job's own process after it has taken the owner's
-/// identity, as PBS's mom does: created if missing, appended to, mode 0600.
+/// identity, as PBS's mom does: created if missing, appended to (emptied first for a rerun),
+/// mode 0600.
 pub fn start(job_id: &str, launch: &Launch) -> io::Result<RunningJob> {
     let mut command = match &launch.program {
         Program::Script { shell, .. } => {
@@ -164,6 +167,7 @@ pub fn start(job_id: &str, launch: &Launch) -> io::Result<RunningJob> {
         credentials: launch.credentials.clone(),
         stdout: c_path(&launch.stdout)?,
         stderr: launch.stderr.as_deref().map(c_path).transpose()?,
+        fresh_output: launch.fresh_output,
     };
     // SAFETY: between fork and exec the closure calls only async-signal-safe functions
     // (setsid, sched_setaffinity, setgroups, setgid, setuid, open, dup2, close) and
@@ -206,6 +210,7 @@ struct ChildSetup {
     credentials: Option<Credentials>,
     stdout: std::ffi::CString,
     stderr: Option<std::ffi::CString>,
+    fresh_output: bool,
 }
 
 impl ChildSetup {
@@ -221,7 +226,10 @@ impl ChildSetup {
             nix::unistd::setgid(credentials.gid)?;
             nix::unistd::setuid(credentials.uid)?;
         }
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC;
+        let mut flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC;
+        if self.fresh_output {
+            flags |= OFlag::O_TRUNC;
+        }
         let mode = Mode::from_bits_truncate(0o600);
         let stdout = open(self.stdout.as_c_str(), flags, mode)?;
         nix::unistd::dup2_stdout(&stdout)?;
@@ -434,6 +442,7 @@ mod tests {
             stderr: Some(dir.join("err")),
             cpus: Vec::new(),
             credentials: None,
+            fresh_output: false,
         }
     }
 

@@ -148,6 +148,10 @@ pub struct JobStart {
     pub walltime_limit: Option<u64>,
     /// Kill the job past this much resident memory, in kilobytes.
     pub mem_limit_kb: Option<u64>,
+    /// A run after the first (the job was requeued): its output files start empty, so they
+    /// hold this run's output alone, as PBS's do.
+    #[serde(default)]
+    pub rerun: bool,
 }
 
 /// Server → agent.

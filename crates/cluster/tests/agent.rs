@@ -122,6 +122,7 @@ impl World {
             nodefile: "testhost\n".into(),
             walltime_limit: None,
             mem_limit_kb: None,
+            rerun: false,
         }
     }
 }

@@ -129,6 +129,7 @@ pub(crate) fn prepare(config: &AgentConfig, job: &JobStart) -> Result<Prepared, 
             stderr,
             cpus: job.cpus.clone(),
             credentials: account.credentials,
+            fresh_output: job.rerun,
         },
         files,
     })

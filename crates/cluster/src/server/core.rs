@@ -1561,6 +1561,7 @@ fn job_start_message(
         nodefile: nodefile.to_string(),
         walltime_limit: walltime,
         mem_limit_kb: mem_kb,
+        rerun: get("run_count").and_then(|n| n.parse::<u32>().ok()) > Some(1),
     }
 }
 
