@@ -716,6 +716,65 @@ fn a_job_submitted_by_another_user_runs_as_that_user() {
     );
 }
 
+/// Sends `request` (raw bytes) on the server's API socket; gives the status line of the
+/// answer, or what the server did instead (closed the connection).
+fn raw_request(cluster: &Cluster, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(cluster.state().join("server.sock"))
+        .expect("the API socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(request);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or("(closed)").to_string()
+}
+
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: hpcbox\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// The API socket answers malformed requests with an HTTP error, never a crash: the server
+/// serves the next request as before.
+#[test]
+fn malformed_api_requests_get_errors_and_the_server_goes_on() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let huge = vec![b'['; 64 << 20];
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"garbage\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        (post("/v1/jobs", b"{not json"), "HTTP/1.1 400"),
+        (post("/v1/jobs", b"{\"argv\": 7}"), "HTTP/1.1 422"),
+        (post("/v1/status", b"[1, 2, 3]"), "HTTP/1.1 422"),
+        (post("/v1/jobs/action", b"null"), "HTTP/1.1 422"),
+        (post("/v1/nowhere", b"{}"), "HTTP/1.1 404"),
+        (post("/v1/jobs", &huge), "HTTP/1.1 413"),
+    ];
+    for (request, expected) in cases {
+        let status = raw_request(&cluster, &request);
+        assert!(
+            status.starts_with(expected),
+            "{} gave {status}",
+            String::from_utf8_lossy(&request[..request.len().min(60)])
+        );
+    }
+    let id = cluster.qsub("after.pbs", "echo still here\n", &[]);
+    cluster.wait_state(&id, "F");
+    assert_eq!(
+        cluster.read(&format!("after.pbs.o{}", seq(&id))),
+        "still here\n"
+    );
+}
+
 #[test]
 fn a_job_waits_for_its_execution_time() {
     let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
