@@ -201,40 +201,91 @@ impl Communicator {
     /// order as [`reduce_with`](Communicator::reduce_with).
     pub fn allreduce_with<T: Pod, F: Fn(T, T) -> T>(&self, data: &[T], f: F) -> Result<Vec<T>> {
         let _call = blocked::enter(Call::new("allreduce"));
-        let (n, r) = (self.size(), self.rank());
-        if !n.is_power_of_two() {
-            let mut v = self.reduce_to_zero(data, &f)?.unwrap_or_default();
-            self.bcast(0, &mut v)?;
-            return Ok(v);
-        }
-        if n == 2 && std::mem::size_of_val(data) >= PAIR_SPLIT_BYTES {
-            return self.allreduce_pair(data, &f);
-        }
         let mut acc = data.to_vec();
-        let mut theirs = acc.clone();
-        let mut mask = 1;
-        while mask < n {
-            let partner = r ^ mask;
-            self.cswap(partner, T_ALLREDUCE, &acc, &mut theirs)?;
-            combine_ordered(&mut acc, &theirs, partner < r, &f);
-            mask <<= 1;
-        }
+        self.allreduce_in_place(&mut acc, &f)?;
         Ok(acc)
     }
 
-    /// Allreduce of a large buffer between two ranks: rank 0 combines the lower half, rank 1
-    /// the upper one (each receiving only the partner's copy of its half), then each sends
-    /// its combined half to the other. Rank 0's elements are always the left operand.
-    fn allreduce_pair<T: Pod>(&self, data: &[T], f: &impl Fn(T, T) -> T) -> Result<Vec<T>> {
+    /// [`allreduce`](Communicator::allreduce) into `out`, which must be as long as `data`
+    /// (MPI_Allreduce with a receive buffer): nothing is allocated for the result.
+    pub fn allreduce_into<T: Pod>(&self, data: &[T], out: &mut [T], op: Op) -> Result<()> {
+        let _call = blocked::enter(Call::new("allreduce"));
+        check_op::<T>(op)?;
+        if out.len() != data.len() {
+            return Err(Error::InvalidArgument(format!(
+                "allreduce_into: {} elements in, room for {}",
+                data.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(data);
+        self.allreduce_in_place(out, &move |a, b| T::apply(op, a, b).unwrap_or(a))
+    }
+
+    /// Combines `acc` (this rank's values) with every rank's, in place.
+    fn allreduce_in_place<T: Pod>(&self, acc: &mut [T], f: &impl Fn(T, T) -> T) -> Result<()> {
+        let (n, r) = (self.size(), self.rank());
+        if !n.is_power_of_two() {
+            let mut v = self.reduce_to_zero(acc, f)?.unwrap_or_default();
+            self.bcast(0, &mut v)?;
+            if v.len() != acc.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "reduction over buffers of different lengths ({} and {})",
+                    acc.len(),
+                    v.len()
+                )));
+            }
+            acc.copy_from_slice(&v);
+            return Ok(());
+        }
+        if n == 2 && std::mem::size_of_val(acc) >= PAIR_SPLIT_BYTES {
+            return self.allreduce_pair(acc, f);
+        }
+        self.with_scratch(acc.len(), |theirs: &mut [T]| {
+            let mut mask = 1;
+            while mask < n {
+                let partner = r ^ mask;
+                self.cswap(partner, T_ALLREDUCE, acc, theirs)?;
+                combine_ordered(acc, theirs, partner < r, f);
+                mask <<= 1;
+            }
+            Ok(())
+        })
+    }
+
+    /// Allreduce of a large buffer between two ranks, in place: rank 0 combines the lower
+    /// half, rank 1 the upper one (each receiving only the partner's copy of its half), then
+    /// each sends its combined half to the other. Rank 0's elements are always the left operand.
+    fn allreduce_pair<T: Pod>(&self, acc: &mut [T], f: &impl Fn(T, T) -> T) -> Result<()> {
         let (r, peer) = (self.rank(), 1 - self.rank());
-        let mut acc = data.to_vec();
-        let (lo, hi) = acc.split_at_mut(data.len() / 2);
+        let half = acc.len() / 2;
+        let (lo, hi) = acc.split_at_mut(half);
         let (mine, other) = if r == 0 { (lo, hi) } else { (hi, lo) };
-        let mut theirs = mine.to_vec();
-        self.cswap(peer, T_ALLREDUCE, other, &mut theirs)?;
-        combine_ordered(mine, &theirs, r == 1, f);
-        self.cswap(peer, T_ALLREDUCE, mine, other)?;
-        Ok(acc)
+        self.with_scratch(mine.len(), |theirs: &mut [T]| {
+            self.cswap(peer, T_ALLREDUCE, other, theirs)?;
+            combine_ordered(mine, theirs, r == 1, f);
+            Ok(())
+        })?;
+        self.cswap(peer, T_ALLREDUCE, mine, other)
+    }
+
+    /// Runs `body` on `len` elements of this rank's reusable working space.
+    fn with_scratch<T: Pod, R>(
+        &self,
+        len: usize,
+        body: impl FnOnce(&mut [T]) -> Result<R>,
+    ) -> Result<R> {
+        let mut words = std::mem::take(&mut self.engine.borrow_mut().scratch);
+        let need = (len * std::mem::size_of::<T>()).div_ceil(8);
+        if words.len() < need {
+            words.resize(need, 0);
+        }
+        // SAFETY: the words are initialized, 8-byte aligned (every Pod type's alignment divides
+        // 8) and hold at least `len` elements' bytes; any bytes are a valid Pod value.
+        let slice = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<T>(), len) };
+        let result = body(slice);
+        self.engine.borrow_mut().scratch = words;
+        result
     }
 
     /// [`allreduce_with`](Communicator::allreduce_with) with a predefined operation

@@ -311,6 +311,9 @@ pub(crate) struct Engine {
     spin: Duration,
     /// How this rank learns that peers have finished, and tells them it has.
     peers: Option<PeerWatch>,
+    /// Working space of the collectives, kept from call to call (8-byte words: aligned for
+    /// every plain-old-data type), so that a large reduction does not fault in fresh pages.
+    pub(crate) scratch: Vec<u64>,
 }
 
 /// Where ranks say that they have finished.
@@ -492,6 +495,7 @@ impl Engine {
             writing: None,
             landing: None,
             peers: None,
+            scratch: Vec::new(),
             spin: if size > cores {
                 Duration::ZERO
             } else {

@@ -458,6 +458,21 @@ fn body_collectives() -> Res {
         bits(&first) == bits(&big_all[0]),
         "large allreduce operand order"
     );
+    // Into a caller's buffer: the same bits, large and small, twice (the working space is
+    // reused); a buffer of the wrong length is refused.
+    for len in [20_001, 33, 0] {
+        let mut out = vec![0.0f64; len];
+        for _ in 0..2 {
+            w.allreduce_into(&big_all[r][..len], &mut out, Op::Sum)
+                .map_err(e)?;
+            let want = w.allreduce(&big_all[r][..len], Op::Sum).map_err(e)?;
+            check!(bits(&out) == bits(&want), "allreduce_into of {len}");
+        }
+    }
+    check!(
+        w.allreduce_into(&[1u8, 2], &mut [0u8; 3], Op::Sum).is_err(),
+        "allreduce_into with a short buffer"
+    );
     // Floats: the documented order, the same bits twice and on every rank.
     let a = w.allreduce(&float_data(r, 33), Op::Sum).map_err(e)?;
     let b = w.allreduce(&float_data(r, 33), Op::Sum).map_err(e)?;
