@@ -455,25 +455,10 @@ impl Core {
                     .values()
                     .filter(|j| !j.finished && j.attrs.get("queue") == Some(queue.name.as_str()))
                     .collect();
-                let count = |letter: &str| {
-                    jobs.iter()
-                        .filter(|j| j.attrs.get("job_state") == Some(letter))
-                        .count()
-                };
                 StatusObject::new(queue.name.as_str())
                     .with("queue_type", "Execution")
                     .with("total_jobs", jobs.len().to_string())
-                    .with(
-                        "state_count",
-                        format!(
-                            "Transit:0 Queued:{} Held:{} Waiting:{} Running:{} Exiting:{} Begun:0 ",
-                            count("Q"),
-                            count("H"),
-                            count("W"),
-                            count("R"),
-                            count("E")
-                        ),
-                    )
+                    .with("state_count", state_count(jobs.iter().copied()))
                     .with("enabled", if queue.enabled { "True" } else { "False" })
                     .with("started", if queue.started { "True" } else { "False" })
             })
@@ -482,29 +467,14 @@ impl Core {
 
     /// `qstat -B`: the server's attributes.
     pub fn server_status(&self) -> StatusObject {
-        let count = |letter: &str| {
-            self.jobs
-                .values()
-                .filter(|j| !j.finished && j.attrs.get("job_state") == Some(letter))
-                .count()
-        };
         let total = self.jobs.values().filter(|j| !j.finished).count();
+        let unfinished = self.jobs.values().filter(|j| !j.finished);
         StatusObject::new(self.name.as_str())
             .with("server_state", "Active")
             .with("server_host", self.name.as_str())
             .with("scheduling", "True")
             .with("total_jobs", total.to_string())
-            .with(
-                "state_count",
-                format!(
-                    "Transit:0 Queued:{} Held:{} Waiting:{} Running:{} Exiting:{} Begun:0 ",
-                    count("Q"),
-                    count("H"),
-                    count("W"),
-                    count("R"),
-                    count("E")
-                ),
-            )
+            .with("state_count", state_count(unfinished))
             .with("default_queue", DEFAULT_QUEUE)
             .with("pbs_version", env!("CARGO_PKG_VERSION"))
             .with("job_history_enable", "True")
@@ -540,4 +510,21 @@ impl Core {
             Err(_) => given.to_string(),
         }
     }
+}
+
+/// PBS's `state_count` of `jobs`: how many are in each state.
+fn state_count<'a>(jobs: impl Iterator<Item = &'a Job> + Clone) -> String {
+    let count = |letter: &str| {
+        jobs.clone()
+            .filter(|j| j.attrs.get("job_state") == Some(letter))
+            .count()
+    };
+    format!(
+        "Transit:0 Queued:{} Held:{} Waiting:{} Running:{} Exiting:{} Begun:0 ",
+        count("Q"),
+        count("H"),
+        count("W"),
+        count("R"),
+        count("E")
+    )
 }
