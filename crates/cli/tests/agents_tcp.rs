@@ -1,32 +1,33 @@
 //! End to end: a node agent that reaches its server over TCP, with a state directory of its
 //! own, as it would from another machine; and a TCP listener that strangers cannot upset.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-const HPCBOX: &str = env!("CARGO_BIN_EXE_hpcbox");
+use common::{kill_and_wait, read_pid, seq, text, wait_until, Cluster, HPCBOX};
 
 /// A server with no local node, accepting agents on a TCP port; stopped when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    home: PathBuf,
-    work: PathBuf,
+struct TcpCluster {
+    cluster: Cluster,
     port: u16,
 }
 
-impl Cluster {
-    fn up() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("state");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        let cluster = Cluster {
-            dir,
-            home,
-            work,
+impl std::ops::Deref for TcpCluster {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl TcpCluster {
+    fn up() -> TcpCluster {
+        let cluster = TcpCluster {
+            cluster: Cluster::empty(),
             port: free_port(),
         };
         cluster.start();
@@ -39,45 +40,6 @@ impl Cluster {
         let out = self.run("up", &["--nodes", "0", "--agents-listen", &listen]);
         assert!(out.status.success(), "hpcbox up: {}", text(&out.stderr));
         assert!(text(&out.stdout).contains("no node on this machine"));
-    }
-
-    fn command(&self, verb: &str) -> Command {
-        let mut command = Command::new(HPCBOX);
-        command
-            .arg(verb)
-            .env("HPCBOX_HOME", &self.home)
-            .env_remove("PBS_DPREFIX")
-            .current_dir(&self.work);
-        command
-    }
-
-    fn run(&self, verb: &str, args: &[&str]) -> Output {
-        self.command(verb).args(args).output().unwrap()
-    }
-
-    /// `qsub` of `script` (written to the work directory as `name`); returns the job id.
-    fn qsub(&self, name: &str, script: &str, args: &[&str]) -> String {
-        std::fs::write(self.work.join(name), script).unwrap();
-        let mut all: Vec<&str> = args.to_vec();
-        all.push(name);
-        let out = self.run("qsub", &all);
-        assert!(out.status.success(), "qsub: {}", text(&out.stderr));
-        text(&out.stdout).trim().to_string()
-    }
-
-    /// An attribute of a job, from `qstat -x -f -w`.
-    fn attr(&self, id: &str, name: &str) -> Option<String> {
-        let out = self.run("qstat", &["-x", "-f", "-w", id]);
-        let prefix = format!("    {name} = ");
-        text(&out.stdout)
-            .lines()
-            .find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
-    }
-
-    fn wait_state(&self, id: &str, state: &str) {
-        wait_until(&format!("job {id} in state {state}"), || {
-            self.attr(id, "job_state").as_deref() == Some(state)
-        });
     }
 
     /// An attribute of the node `tcpnode`, from `pbsnodes -a`.
@@ -96,15 +58,9 @@ impl Cluster {
         });
     }
 
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.work.join(file)).unwrap_or_default()
-    }
-
     /// Kills the server with SIGKILL and starts it again, on the same port.
     fn restart_server(&self) {
-        let pid = read_pid(&self.home.join("server.pid"));
-        kill(pid, nix::sys::signal::Signal::SIGKILL);
-        wait_until("the old server to be gone", || !running(pid));
+        kill_and_wait(read_pid(&self.home.join("server.pid")));
         self.start();
     }
 
@@ -137,12 +93,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.run("down", &[]);
-    }
-}
-
 /// A running `hpcbox agent`, killed when dropped.
 struct Agent(Child);
 
@@ -159,54 +109,15 @@ impl Drop for Agent {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// A TCP port nothing listens on now.
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
 
-fn read_pid(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn kill(pid: i32, signal: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
-}
-
-/// Whether process `pid` runs (a zombie does not).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The sequence number of a job id (`12` of `12.srv`).
-fn seq(id: &str) -> &str {
-    let end = id.find(|c: char| !c.is_ascii_digit()).unwrap_or(id.len());
-    &id[..end]
-}
-
 #[test]
 fn a_job_placed_by_host_runs_on_a_tcp_agent_and_its_output_lands() {
-    let cluster = Cluster::up();
+    let cluster = TcpCluster::up();
     let _agent = cluster.agent();
     cluster.wait_node("free");
     let host = cluster.node_attr("resources_available.host").unwrap();
@@ -231,7 +142,7 @@ fn a_job_placed_by_host_runs_on_a_tcp_agent_and_its_output_lands() {
 
 #[test]
 fn a_tcp_agent_keeps_its_job_across_a_server_restart_and_comes_back_after_its_own() {
-    let cluster = Cluster::up();
+    let cluster = TcpCluster::up();
     let mut agent = cluster.agent();
     cluster.wait_node("free");
     let id = cluster.qsub("long.pbs", "sleep 1000\n", &[]);
@@ -275,7 +186,7 @@ fn answer_to(port: u16, bytes: &[u8]) -> String {
 
 #[test]
 fn garbage_wrong_tokens_and_huge_lines_are_refused_and_the_server_goes_on() {
-    let cluster = Cluster::up();
+    let cluster = TcpCluster::up();
     let refused = |reason: &str| format!("{{\"type\":\"refused\",\"reason\":\"{reason}\"}}\n");
     let hello = |token: &str| {
         format!(

@@ -1,100 +1,13 @@
 //! End to end: real `hpcbox up` clusters in temporary state directories, driven by the PBS
 //! commands as a user would drive them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const HPCBOX: &str = env!("CARGO_BIN_EXE_hpcbox");
-
-/// A cluster of its own, stopped when dropped.
-struct Cluster {
-    _dir: tempfile::TempDir,
-    home: PathBuf,
-    work: PathBuf,
-}
-
-impl Cluster {
-    fn up(args: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("state");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        let cluster = Cluster {
-            _dir: dir,
-            home,
-            work,
-        };
-        let out = cluster.run("up", args);
-        assert!(out.status.success(), "hpcbox up: {}", text(&out.stderr));
-        cluster
-    }
-
-    fn command(&self, verb: &str) -> Command {
-        let mut command = Command::new(HPCBOX);
-        command
-            .arg(verb)
-            .env("HPCBOX_HOME", &self.home)
-            .env_remove("PBS_DPREFIX")
-            .current_dir(&self.work);
-        command
-    }
-
-    fn run(&self, verb: &str, args: &[&str]) -> Output {
-        self.command(verb).args(args).output().unwrap()
-    }
-
-    /// `qsub` of `script` (written to the work directory as `name`); returns the job id.
-    fn qsub(&self, name: &str, script: &str, args: &[&str]) -> String {
-        std::fs::write(self.work.join(name), script).unwrap();
-        let mut all: Vec<&str> = args.to_vec();
-        all.push(name);
-        let out = self.run("qsub", &all);
-        assert!(out.status.success(), "qsub: {}", text(&out.stderr));
-        text(&out.stdout).trim().to_string()
-    }
-
-    /// An attribute of a job, from `qstat -x -f -w`.
-    fn attr(&self, id: &str, name: &str) -> Option<String> {
-        let out = self.run("qstat", &["-x", "-f", "-w", id]);
-        let prefix = format!("    {name} = ");
-        text(&out.stdout)
-            .lines()
-            .find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
-    }
-
-    fn wait_state(&self, id: &str, state: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.attr(id, "job_state").as_deref() != Some(state) {
-            assert!(Instant::now() < deadline, "job {id} never reached {state}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.work.join(file)).unwrap_or_default()
-    }
-
-    fn state(&self) -> &Path {
-        &self.home
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.run("down", &[]);
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The sequence number of a job id (`12` of `12.srv` and `12[].srv`).
-fn seq(id: &str) -> &str {
-    let end = id.find(|c: char| !c.is_ascii_digit()).unwrap_or(id.len());
-    &id[..end]
-}
+use common::{kill_and_wait, read_pid, seq, text, Cluster, HPCBOX};
 
 #[test]
 fn a_job_runs_with_the_pbs_environment_and_its_output_lands_where_it_was_submitted() {
@@ -362,31 +275,9 @@ fn finished_jobs_leave_the_history_when_it_runs_out() {
     );
 }
 
-/// Sends SIGKILL to `pid` and waits until it is gone: the signal takes effect asynchronously,
-/// and `hpcbox up` run before the process is gone finds it still there and starts no new one.
-fn kill_and_wait(pid: i32) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.contains(") Z "))
-    {
-        assert!(Instant::now() < deadline, "{pid} outlived SIGKILL");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Kills the cluster's server with SIGKILL and starts it again with `up_args`.
 fn kill_and_restart_server(cluster: &Cluster, up_args: &[&str]) {
-    let server_pid: i32 = std::fs::read_to_string(cluster.state().join("server.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    kill_and_wait(server_pid);
+    kill_and_wait(read_pid(&cluster.state().join("server.pid")));
     let out = cluster.run("up", up_args);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
@@ -602,7 +493,7 @@ fn another_user_may_not_delete_or_hold_a_job() {
     // Let `nobody` reach the server's socket.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::Permissions::from_mode(0o755);
-    std::fs::set_permissions(cluster._dir.path(), mode.clone()).unwrap();
+    std::fs::set_permissions(cluster.dir.path(), mode.clone()).unwrap();
     std::fs::set_permissions(cluster.state(), mode).unwrap();
     let as_nobody = |verb: &str| {
         Command::new("setpriv")
@@ -656,7 +547,7 @@ fn a_job_submitted_by_another_user_runs_as_that_user() {
     let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let open = std::fs::Permissions::from_mode(0o755);
-    std::fs::set_permissions(cluster._dir.path(), open.clone()).unwrap();
+    std::fs::set_permissions(cluster.dir.path(), open.clone()).unwrap();
     std::fs::set_permissions(cluster.state(), open).unwrap();
     std::os::unix::fs::chown(&cluster.work, Some(account.uid.as_raw()), None).unwrap();
     let script = "id -un\nid -G\npwd\n";

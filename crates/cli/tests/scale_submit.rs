@@ -1,88 +1,19 @@
 //! `hpcbox scale --submit`: the sweep as one PBS job array on a real `hpcbox up` cluster in a
 //! temporary state directory, reported as a local sweep is.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const HPCBOX: &str = env!("CARGO_BIN_EXE_hpcbox");
+use std::path::Path;
 
-/// A cluster of its own, stopped when dropped.
-struct Cluster {
-    _dir: tempfile::TempDir,
-    home: PathBuf,
-    work: PathBuf,
-}
+use common::{text, Cluster};
 
-impl Cluster {
-    fn up(args: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("state");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        let cluster = Cluster {
-            _dir: dir,
-            home,
-            work,
-        };
-        let out = cluster.run("up", args);
-        assert!(out.status.success(), "hpcbox up: {}", text(&out.stderr));
-        cluster
-    }
-
-    /// A cluster's state directory with no cluster up in it.
-    fn down() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("state");
-        let work = dir.path().to_path_buf();
-        Cluster {
-            _dir: dir,
-            home,
-            work,
-        }
-    }
-
-    fn run(&self, verb: &str, args: &[&str]) -> Output {
-        Command::new(HPCBOX)
-            .arg(verb)
-            .args(args)
-            .env("HPCBOX_HOME", &self.home)
-            .env_remove("PBS_DPREFIX")
-            .current_dir(&self.work)
-            .output()
-            .unwrap()
-    }
-
-    /// `hpcbox scale --submit --plot PREFIX` with `args`; asserts that it succeeds.
-    fn scale(&self, args: &[&str]) -> String {
-        let mut all = vec!["--submit", "--plot", "study"];
-        all.extend_from_slice(args);
-        let out = self.run("scale", &all);
-        assert!(out.status.success(), "hpcbox scale: {}", text(&out.stderr));
-        text(&out.stdout)
-    }
-
-    /// An attribute of a job, from `qstat -x -f -w`.
-    fn attr(&self, id: &str, name: &str) -> Option<String> {
-        let out = self.run("qstat", &["-x", "-f", "-w", id]);
-        let prefix = format!("    {name} = ");
-        text(&out.stdout)
-            .lines()
-            .find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.work.join(name)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.run("down", &[]);
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// `hpcbox scale --submit --plot study` with `args` in `cluster`; asserts that it succeeds.
+fn scale(cluster: &Cluster, args: &[&str]) -> String {
+    let mut all = vec!["--submit", "--plot", "study"];
+    all.extend_from_slice(args);
+    let out = cluster.run("scale", &all);
+    assert!(out.status.success(), "hpcbox scale: {}", text(&out.stderr));
+    text(&out.stdout)
 }
 
 /// The job array's id, as the sweep's directory keeps it.
@@ -115,20 +46,23 @@ fn assert_plots(prefix: &Path, table: &str) {
 #[test]
 fn a_submitted_sweep_runs_as_one_job_array_and_reports_like_a_local_one() {
     let cluster = Cluster::up(&["--cpus", "2", "--mem", "256mb"]);
-    let table = cluster.scale(&[
-        "--procs",
-        "1,2",
-        "--repeat",
-        "2",
-        "--",
-        "sh",
-        "-c",
-        "test \"$(pwd)\" = \"$PBS_O_WORKDIR\" && sleep 0.0{n}",
-    ]);
+    let table = scale(
+        &cluster,
+        &[
+            "--procs",
+            "1,2",
+            "--repeat",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "test \"$(pwd)\" = \"$PBS_O_WORKDIR\" && sleep 0.0{n}",
+        ],
+    );
     assert_eq!(counts(&table), [1, 2], "{table}");
     assert!(table.contains("speed-up"), "{table}");
-    assert_plots(&cluster.path("study"), &table);
-    let runs = cluster.path("study.runs");
+    assert_plots(&cluster.work.join("study"), &table);
+    let runs = cluster.work.join("study.runs");
     let id = array_id(&runs);
     assert!(id.contains("[]."), "{id}");
     assert_eq!(cluster.attr(&id, "job_state").as_deref(), Some("F"));
@@ -197,7 +131,7 @@ fn no_wait_prints_the_array_and_collect_reports_it_later() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
-    assert_eq!(id, array_id(&cluster.path("later")));
+    assert_eq!(id, array_id(&cluster.work.join("later")));
     let out = cluster.run("scale", &["--collect", "later", "--plot", "later"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(counts(&text(&out.stdout)), [1, 2]);
@@ -207,7 +141,7 @@ fn no_wait_prints_the_array_and_collect_reports_it_later() {
 #[test]
 fn submitting_says_what_is_missing() {
     // No cluster up.
-    let none = Cluster::down();
+    let none = Cluster::empty();
     let out = none.run("scale", &["--submit", "--procs", "1,2", "--", "true"]);
     assert!(!out.status.success());
     assert!(
