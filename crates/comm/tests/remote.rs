@@ -5,27 +5,17 @@
 //!
 //! `cargo test -p hpcbox-comm --test remote [filter]` runs the cases whose name contains filter.
 
-use hpcbox_comm::launch::{launch_with, LaunchOutcome, LaunchSpec, OutputSink, StdinMode, Stream};
+use hpcbox_comm::launch::{launch_with, LaunchOutcome, LaunchSpec, StdinMode, Stream};
 use hpcbox_comm::placement::{parse_hostfile, place};
 use hpcbox_comm::{Error, Op};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Res = std::result::Result<(), String>;
-type Case = fn() -> Res;
+#[macro_use]
+mod common;
 
-macro_rules! check {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!("{}:{}: {}", file!(), line!(), format!($($fmt)+)));
-        }
-    };
-}
-
-fn e(err: Error) -> String {
-    err.to_string()
-}
+use common::{e, Case, Collect, Res};
 
 // ---------------------------------------------------------------- rank bodies
 
@@ -102,18 +92,6 @@ fn run_body(name: &str) -> Res {
 }
 
 // ---------------------------------------------------------------- driver
-
-#[derive(Default)]
-struct Collect(Mutex<Vec<(usize, Stream, String)>>);
-
-impl OutputSink for Collect {
-    fn line(&self, rank: usize, stream: Stream, line: &[u8]) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((rank, stream, String::from_utf8_lossy(line).into_owned()));
-    }
-}
 
 struct World {
     outcome: LaunchOutcome,
@@ -300,37 +278,12 @@ fn case_wait_on_finished_ranks() -> Res {
 }
 
 fn main() {
-    if let Ok(body) = std::env::var("HPCBOX_TEST_BODY") {
-        if let Err(msg) = run_body(&body) {
-            eprintln!("rank body {body} failed: {msg}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let cases: [(&str, Case); 5] = [
+    let cases: &[(&str, Case)] = &[
         ("hello", case_hello),
         ("mixed_world", case_mixed_world),
         ("allreduce", case_allreduce),
         ("remote_failure", case_remote_failure),
         ("wait_on_finished_ranks", case_wait_on_finished_ranks),
     ];
-    let mut failed = 0;
-    for (name, case) in cases {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let t = Instant::now();
-        match case() {
-            Ok(()) => println!("test {name} ... ok ({:.2} s)", t.elapsed().as_secs_f64()),
-            Err(msg) => {
-                failed += 1;
-                println!("test {name} ... FAILED\n{msg}");
-            }
-        }
-    }
-    if failed > 0 {
-        println!("{failed} remote test(s) failed");
-        std::process::exit(1);
-    }
+    common::main(run_body, cases, "remote");
 }

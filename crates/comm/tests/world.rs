@@ -12,20 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-type Res = std::result::Result<(), String>;
-type Case = fn() -> Res;
+#[macro_use]
+mod common;
 
-macro_rules! check {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!("{}:{}: {}", file!(), line!(), format!($($fmt)+)));
-        }
-    };
-}
-
-fn e(err: Error) -> String {
-    err.to_string()
-}
+use common::{e, Case, Collect, Res};
 
 // ---------------------------------------------------------------- deterministic randomness
 
@@ -973,18 +963,6 @@ fn run_body(name: &str) -> Res {
 
 // ---------------------------------------------------------------- driver
 
-#[derive(Default)]
-struct Collect(Mutex<Vec<(usize, Stream, String)>>);
-
-impl OutputSink for Collect {
-    fn line(&self, rank: usize, stream: Stream, line: &[u8]) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((rank, stream, String::from_utf8_lossy(line).into_owned()));
-    }
-}
-
 struct World {
     outcome: LaunchOutcome,
     lines: Vec<(usize, Stream, String)>,
@@ -1379,15 +1357,7 @@ fn case_interrupt() -> Res {
 }
 
 fn main() {
-    if let Ok(body) = std::env::var("HPCBOX_TEST_BODY") {
-        if let Err(msg) = run_body(&body) {
-            eprintln!("rank body {body} failed: {msg}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let cases: [(&str, Case); 15] = [
+    let cases: &[(&str, Case)] = &[
         ("hello", case_hello),
         ("hello_example", case_hello_example),
         ("p2p", case_p2p),
@@ -1407,24 +1377,7 @@ fn main() {
         ("launcher_killed", case_launcher_killed),
         ("no_world_left_behind", case_no_rendezvous_left),
     ];
-    let mut failed = 0;
-    for (name, case) in cases {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let t = Instant::now();
-        match case() {
-            Ok(()) => println!("test {name} ... ok ({:.2} s)", t.elapsed().as_secs_f64()),
-            Err(msg) => {
-                failed += 1;
-                println!("test {name} ... FAILED\n{msg}");
-            }
-        }
-    }
-    if failed > 0 {
-        println!("{failed} world test(s) failed");
-        std::process::exit(1);
-    }
+    common::main(run_body, cases, "world");
 }
 
 /// After all the worlds above, no rendezvous directory of this process's launches remains.
