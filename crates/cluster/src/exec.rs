@@ -329,13 +329,18 @@ pub fn signal_job(marker: &str, session: Pid, signal: Signal) -> usize {
 /// The live processes of a job: its session's members and every process whose environment
 /// holds `marker` ([`job_marker`]).
 pub fn job_processes(marker: &str, session: Pid) -> Vec<Pid> {
+    processes_where(|pid| in_session(pid, session) || has_env_entry(pid, marker))
+}
+
+/// The live processes of this machine that `keep` accepts.
+fn processes_where(keep: impl Fn(Pid) -> bool) -> Vec<Pid> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .map(Pid::from_raw)
-        .filter(|&pid| in_session(pid, session) || has_env_entry(pid, marker))
+        .filter(|&pid| keep(pid))
         .collect()
 }
 
@@ -350,13 +355,7 @@ pub fn kill_marked(entries: &[&str], patience: std::time::Duration) -> usize {
     let deadline = std::time::Instant::now() + patience;
     let mut killed = 0;
     loop {
-        let marked: Vec<Pid> = fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .map(Pid::from_raw)
-            .filter(|&pid| entries.iter().all(|entry| has_env_entry(pid, entry)))
-            .collect();
+        let marked = processes_where(|pid| entries.iter().all(|e| has_env_entry(pid, e)));
         killed += marked
             .iter()
             .filter(|&&pid| kill(pid, Signal::SIGKILL).is_ok())

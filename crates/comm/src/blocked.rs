@@ -75,10 +75,13 @@ thread_local! {
 /// Notes `call` as this thread's current call unless an outer one is noted; the guard
 /// forgets it when the call returns.
 pub(crate) fn enter(call: Call) -> Entered {
-    let outermost = CURRENT.with(|c| c.get().is_none());
-    if outermost {
-        CURRENT.with(|c| c.set(Some(call)));
-    }
+    let outermost = CURRENT.with(|c| {
+        let outermost = c.get().is_none();
+        if outermost {
+            c.set(Some(call));
+        }
+        outermost
+    });
     Entered { outermost }
 }
 

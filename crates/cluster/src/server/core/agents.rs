@@ -59,21 +59,14 @@ impl Core {
 
     /// The id of the job (or subjob), as its agent knows it.
     pub(super) fn task_name(&self, seq: u64, index: Option<u32>) -> Option<String> {
-        let job = self.jobs.get(&seq)?;
-        match index {
-            None => Some(job.attrs.name.clone()),
-            Some(i) => job.subjobs.get(&i).map(|sub| sub.attrs.name.clone()),
-        }
+        Some(self.jobs.get(&seq)?.task_attrs(index)?.name.clone())
     }
 
     /// How many times the job (or subjob) has been started.
     pub(super) fn run_count(&self, seq: u64, index: Option<u32>) -> u32 {
-        let job = self.jobs.get(&seq);
-        let attrs = match index {
-            None => job.map(|j| &j.attrs),
-            Some(i) => job.and_then(|j| j.subjobs.get(&i)).map(|s| &s.attrs),
-        };
-        attrs
+        self.jobs
+            .get(&seq)
+            .and_then(|job| job.task_attrs(index))
             .and_then(|a| a.get("run_count"))
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)

@@ -96,6 +96,14 @@ struct TaskRef<'a> {
 }
 
 impl Job {
+    /// The attributes of the job itself (`None`) or of its started subjob `index`.
+    fn task_attrs(&self, index: Option<u32>) -> Option<&StatusObject> {
+        match index {
+            None => Some(&self.attrs),
+            Some(i) => self.subjobs.get(&i).map(|sub| &sub.attrs),
+        }
+    }
+
     /// The job itself (`None`) or its started subjob `index`.
     fn task(&mut self, index: Option<u32>) -> Option<TaskRef<'_>> {
         match index {
