@@ -616,8 +616,10 @@ fn raw_request(cluster: &Cluster, request: &[u8]) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    // No half-close after the request: hyper (without `half_close`) takes an EOF on the read
+    // side as the client going away and may drop the answer. Every request here ends itself
+    // (content-length, `connection: close`, or a parse error).
     let _ = stream.write_all(request);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
