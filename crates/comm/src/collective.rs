@@ -1,10 +1,13 @@
 //! Collective operations. Every rank of the communicator calls them in the same order.
 //!
 //! They travel in the communicator's collective context (`ctx + 1`), apart from user
-//! messages. Reductions combine in an order fixed by ranks alone — a binomial tree over
-//! ranks `0..size`, left operand always the lower ranks — never by arrival order, so float
-//! results are bit-identical from run to run and on every rank, and user operations need only
-//! be associative (not commutative).
+//! messages. Reductions combine in one order fixed by the communicator's size alone, never
+//! by arrival order or buffer length, so float results are bit-identical from run to run, on
+//! every rank, and between `reduce` and `allreduce`; user operations need only be associative
+//! (not commutative), the lower ranks' values always the left operand. The order: with `p`
+//! the largest power of two not above the size and `e = size - p`, ranks `2i` and `2i + 1`
+//! (`i < e`) combine first, then the `p` partial results (those pairs, then the other ranks
+//! alone, in rank order) combine as a balanced binary tree: `((v0 v1) (v2 v3)) ...`.
 
 use crate::blocked::{self, Call};
 use crate::comm::{unpack, Communicator};
@@ -23,9 +26,56 @@ const T_GATHER: i32 = 5;
 const T_SCATTER: i32 = 6;
 const T_ALLTOALL: i32 = 7;
 
-/// Allreduce of two ranks splits buffers of at least this many bytes in halves (each rank
-/// combines one half, then they swap results) instead of combining them whole on both.
-const PAIR_SPLIT_BYTES: usize = 64 << 10;
+/// Allreduce of at least this many bytes scatters the combining over the ranks (recursive
+/// halving, then recursive doubling to share the pieces: Rabenseifner's algorithm) instead of
+/// exchanging and combining whole buffers at every step.
+const SCATTER_REDUCE_BYTES: usize = 64 << 10;
+
+/// How the ranks of a communicator of `size` pair up for a reduction (see the module's
+/// documentation): `p` virtual ranks, a power of two; the first `extra` of them stand for
+/// two ranks each.
+#[derive(Clone, Copy, Debug)]
+struct Fold {
+    p: usize,
+    extra: usize,
+}
+
+impl Fold {
+    fn new(size: usize) -> Fold {
+        let p = if size.is_power_of_two() {
+            size
+        } else {
+            size.next_power_of_two() / 2
+        };
+        Fold { p, extra: size - p }
+    }
+
+    /// The rank that holds virtual rank `v`'s partial result.
+    fn real(self, v: usize) -> usize {
+        if v < self.extra {
+            2 * v
+        } else {
+            v + self.extra
+        }
+    }
+
+    /// This rank's part: `Virtual(v)`, or `Folded(into)` when it hands its values to rank
+    /// `into` (its pair's lower rank) and takes no further part.
+    fn role(self, r: usize) -> Role {
+        match r {
+            r if r < 2 * self.extra && r % 2 == 1 => Role::Folded(r - 1),
+            r if r < 2 * self.extra => Role::Virtual(r / 2),
+            r => Role::Virtual(r - self.extra),
+        }
+    }
+}
+
+/// A rank's part in a reduction over a [`Fold`].
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    Virtual(usize),
+    Folded(usize),
+}
 
 fn mix(mut z: u64) -> u64 {
     // splitmix64's finalizer
@@ -55,7 +105,22 @@ impl Communicator {
     /// Sends `data` to `peer` and receives exactly `buf.len()` elements from it into `buf`,
     /// the receive posted first so that the peer's message lands in `buf` directly.
     fn cswap<T: Pod>(&self, peer: usize, tag: i32, data: &[T], buf: &mut [T]) -> Result<()> {
-        let st = self.exchange_into(self.cctx(), Some((peer, data)), peer, tag, buf)?;
+        self.exchange_exact(Some((peer, data)), peer, tag, buf)
+    }
+
+    /// Receives exactly `buf.len()` elements from `peer` into `buf`.
+    fn crecv_exact<T: Pod>(&self, peer: usize, tag: i32, buf: &mut [T]) -> Result<()> {
+        self.exchange_exact(None, peer, tag, buf)
+    }
+
+    fn exchange_exact<T: Pod>(
+        &self,
+        send: Option<(usize, &[T])>,
+        peer: usize,
+        tag: i32,
+        buf: &mut [T],
+    ) -> Result<()> {
+        let st = self.exchange_into(self.cctx(), send, peer, tag, buf)?;
         if st.count::<T>() != buf.len() {
             return Err(Error::InvalidArgument(format!(
                 "reduction over buffers of different lengths ({} and {})",
@@ -136,21 +201,50 @@ impl Communicator {
         Ok(postcard::from_bytes(&bytes)?)
     }
 
-    /// Combines `data` element-wise over ranks with `f` into rank 0: a binomial tree, the
-    /// lower ranks' partial result always the left operand.
+    /// The first step of every reduction: a rank that folds sends its values to its pair's
+    /// lower rank and gets `None`; the others get their virtual rank, `acc` combined with the
+    /// folded partner's values where they have one.
+    fn fold_in<T: Pod>(
+        &self,
+        fold: Fold,
+        acc: &mut [T],
+        f: &impl Fn(T, T) -> T,
+    ) -> Result<Option<usize>> {
+        let r = self.rank();
+        match fold.role(r) {
+            Role::Folded(into) => {
+                self.csend(into, T_REDUCE, acc)?;
+                Ok(None)
+            }
+            Role::Virtual(v) => {
+                if v < fold.extra {
+                    self.with_scratch(acc.len(), |theirs: &mut [T]| {
+                        self.crecv_exact(r + 1, T_REDUCE, theirs)?;
+                        combine_ordered(acc, theirs, false, f);
+                        Ok(())
+                    })?;
+                }
+                Ok(Some(v))
+            }
+        }
+    }
+
+    /// Combines `data` element-wise over ranks with `f` into rank 0, in the order of the
+    /// module's documentation (a binomial tree over the virtual ranks).
     fn reduce_to_zero<T: Pod>(&self, data: &[T], f: &impl Fn(T, T) -> T) -> Result<Option<Vec<T>>> {
-        let (n, r) = (self.size(), self.rank());
+        let fold = Fold::new(self.size());
         let mut acc = data.to_vec();
+        let Some(v) = self.fold_in(fold, &mut acc, f)? else {
+            return Ok(None);
+        };
         let mut mask = 1;
-        while mask < n {
-            if r & mask != 0 {
-                self.csend(r - mask, T_REDUCE, &acc)?;
+        while mask < fold.p {
+            if v & mask != 0 {
+                self.csend(fold.real(v - mask), T_REDUCE, &acc)?;
                 return Ok(None);
             }
-            if r + mask < n {
-                let theirs: Vec<T> = self.crecv(r + mask, T_REDUCE)?;
-                combine(&mut acc, &theirs, f)?;
-            }
+            let theirs: Vec<T> = self.crecv(fold.real(v + mask), T_REDUCE)?;
+            combine(&mut acc, &theirs, f)?;
             mask <<= 1;
         }
         Ok(Some(acc))
@@ -222,51 +316,86 @@ impl Communicator {
         self.allreduce_in_place(out, &move |a, b| T::apply(op, a, b).unwrap_or(a))
     }
 
-    /// Combines `acc` (this rank's values) with every rank's, in place.
+    /// Combines `acc` (this rank's values) with every rank's, in place: fold, then recursive
+    /// doubling over the virtual ranks (or, for large buffers, recursive halving and
+    /// doubling), then the folded ranks get the result from their pair's lower rank.
     fn allreduce_in_place<T: Pod>(&self, acc: &mut [T], f: &impl Fn(T, T) -> T) -> Result<()> {
-        let (n, r) = (self.size(), self.rank());
-        if !n.is_power_of_two() {
-            let mut v = self.reduce_to_zero(acc, f)?.unwrap_or_default();
-            self.bcast(0, &mut v)?;
-            if v.len() != acc.len() {
-                return Err(Error::InvalidArgument(format!(
-                    "reduction over buffers of different lengths ({} and {})",
-                    acc.len(),
-                    v.len()
-                )));
+        let fold = Fold::new(self.size());
+        match self.fold_in(fold, acc, f)? {
+            None => {
+                let Role::Folded(from) = fold.role(self.rank()) else {
+                    unreachable!("only a folded rank has no virtual rank")
+                };
+                return self.crecv_exact(from, T_ALLREDUCE, acc);
             }
-            acc.copy_from_slice(&v);
-            return Ok(());
+            Some(v) if std::mem::size_of_val(acc) >= SCATTER_REDUCE_BYTES => {
+                self.allreduce_scattered(fold, v, acc, f)?;
+            }
+            Some(v) => self.allreduce_doubling(fold, v, acc, f)?,
         }
-        if n == 2 && std::mem::size_of_val(acc) >= PAIR_SPLIT_BYTES {
-            return self.allreduce_pair(acc, f);
+        if self.rank() < 2 * fold.extra {
+            self.csend(self.rank() + 1, T_ALLREDUCE, acc)?;
         }
+        Ok(())
+    }
+
+    /// Recursive doubling over the virtual ranks: at each step partners swap their whole
+    /// partial results and both combine them.
+    fn allreduce_doubling<T: Pod>(
+        &self,
+        fold: Fold,
+        v: usize,
+        acc: &mut [T],
+        f: &impl Fn(T, T) -> T,
+    ) -> Result<()> {
         self.with_scratch(acc.len(), |theirs: &mut [T]| {
             let mut mask = 1;
-            while mask < n {
-                let partner = r ^ mask;
-                self.cswap(partner, T_ALLREDUCE, acc, theirs)?;
-                combine_ordered(acc, theirs, partner < r, f);
+            while mask < fold.p {
+                let partner = v ^ mask;
+                self.cswap(fold.real(partner), T_ALLREDUCE, acc, theirs)?;
+                combine_ordered(acc, theirs, partner < v, f);
                 mask <<= 1;
             }
             Ok(())
         })
     }
 
-    /// Allreduce of a large buffer between two ranks, in place: rank 0 combines the lower
-    /// half, rank 1 the upper one (each receiving only the partner's copy of its half), then
-    /// each sends its combined half to the other. Rank 0's elements are always the left operand.
-    fn allreduce_pair<T: Pod>(&self, acc: &mut [T], f: &impl Fn(T, T) -> T) -> Result<()> {
-        let (r, peer) = (self.rank(), 1 - self.rank());
-        let half = acc.len() / 2;
-        let (lo, hi) = acc.split_at_mut(half);
-        let (mine, other) = if r == 0 { (lo, hi) } else { (hi, lo) };
-        self.with_scratch(mine.len(), |theirs: &mut [T]| {
-            self.cswap(peer, T_ALLREDUCE, other, theirs)?;
-            combine_ordered(mine, theirs, r == 1, f);
-            Ok(())
-        })?;
-        self.cswap(peer, T_ALLREDUCE, mine, other)
+    /// Rabenseifner's allreduce over the virtual ranks. Recursive halving: at each step the
+    /// partners split the range they share, each keeps one half, sends the other and combines
+    /// the partner's copy of its half into its own (the same pairs as recursive doubling, so
+    /// the same order); at the end each holds one piece of the result. Recursive doubling in
+    /// reverse then swaps pieces until every rank has all of them.
+    fn allreduce_scattered<T: Pod>(
+        &self,
+        fold: Fold,
+        v: usize,
+        acc: &mut [T],
+        f: &impl Fn(T, T) -> T,
+    ) -> Result<()> {
+        let mut splits = Vec::new();
+        let (mut lo, mut hi) = (0, acc.len());
+        let mut mask = 1;
+        while mask < fold.p {
+            let (partner, mid) = (v ^ mask, lo + (hi - lo) / 2);
+            let keep_low = v & mask == 0;
+            let (low, high) = acc[lo..hi].split_at_mut(mid - lo);
+            let (kept, sent) = if keep_low { (low, high) } else { (high, low) };
+            self.with_scratch(kept.len(), |theirs: &mut [T]| {
+                self.cswap(fold.real(partner), T_ALLREDUCE, sent, theirs)?;
+                combine_ordered(kept, theirs, partner < v, f);
+                Ok(())
+            })?;
+            splits.push((lo, mid, hi, keep_low));
+            (lo, hi) = if keep_low { (lo, mid) } else { (mid, hi) };
+            mask <<= 1;
+        }
+        while let Some((lo, mid, hi, keep_low)) = splits.pop() {
+            mask >>= 1;
+            let (low, high) = acc[lo..hi].split_at_mut(mid - lo);
+            let (mine, theirs) = if keep_low { (low, high) } else { (high, low) };
+            self.cswap(fold.real(v ^ mask), T_ALLREDUCE, mine, theirs)?;
+        }
+        Ok(())
     }
 
     /// Runs `body` on `len` elements of this rank's reusable working space.

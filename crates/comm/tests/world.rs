@@ -253,22 +253,33 @@ fn body_p2p() -> Res {
     w.barrier().map_err(e)
 }
 
-/// The binomial-tree combine order the library documents, computed serially.
-fn tree_reference<T: Copy>(mut parts: Vec<Vec<T>>, f: impl Fn(T, T) -> T) -> Vec<T> {
+/// The combine order the library documents, computed serially: ranks `2i` and `2i + 1` pair
+/// up for `i < size - p` (`p` the largest power of two not above the size), then the `p`
+/// partial results combine as a balanced binary tree.
+fn tree_reference<T: Copy>(parts: Vec<Vec<T>>, f: impl Fn(T, T) -> T) -> Vec<T> {
     let n = parts.len();
-    let mut mask = 1;
-    while mask < n {
-        for r in (0..n).step_by(2 * mask) {
-            if r + mask < n {
-                let right = parts[r + mask].clone();
-                for (a, b) in parts[r].iter_mut().zip(right) {
-                    *a = f(*a, b);
-                }
+    let p = if n.is_power_of_two() {
+        n
+    } else {
+        n.next_power_of_two() / 2
+    };
+    let combine = |a: &[T], b: &[T]| a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect::<Vec<T>>();
+    let mut level: Vec<Vec<T>> = (0..p)
+        .map(|v| {
+            if v < n - p {
+                combine(&parts[2 * v], &parts[2 * v + 1])
+            } else {
+                parts[v + n - p].clone()
             }
-        }
-        mask <<= 1;
+        })
+        .collect();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| combine(&pair[0], &pair[1]))
+            .collect();
     }
-    parts.swap_remove(0)
+    level.swap_remove(0)
 }
 
 fn int_data(r: usize, len: usize) -> Vec<i64> {
@@ -436,7 +447,7 @@ fn body_collectives() -> Res {
             "allreduce u32 {op:?}: {got:?} vs {want:?}"
         );
     }
-    // A large buffer (two ranks split it in halves): the same bits as the serial tree.
+    // A large buffer (recursive halving and doubling): the same bits as the serial order.
     let big_all: Vec<Vec<f64>> = (0..n).map(|s| float_data(s, 20_001)).collect();
     let big = w.allreduce(&big_all[r], Op::Sum).map_err(e)?;
     check!(
