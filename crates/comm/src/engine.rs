@@ -121,6 +121,20 @@ struct Landing {
     claimed: bool,
     /// The payload length of the message that landed, once it is complete.
     landed: Option<usize>,
+    /// A payload being copied by both ends, waiting for the sender's part.
+    sharing: Option<Sharing>,
+}
+
+/// A landing payload whose upper part the sender writes (see [`single_copy`]).
+struct Sharing {
+    /// The world rank that sends it.
+    src: usize,
+    /// Its descriptor, to read the sender's part here should the sender fail to write it.
+    descriptor: Vec<u8>,
+    /// The receiver's part ends here; the sender's part runs to the payload's end.
+    split: usize,
+    /// The message that completes the receive once every byte is in.
+    msg: Message,
 }
 
 impl Landing {
@@ -308,6 +322,9 @@ pub(crate) struct Engine {
     /// The rank a blocking send is writing to right now: its queue waits, so that queued
     /// bytes (acknowledgements) never land inside that message.
     writing: Option<usize>,
+    /// The payload of the single-copy send waiting for its acknowledgement: its receiver and
+    /// where it lies (its bytes stay borrowed by that send until then).
+    lending: Option<(usize, *const u8, usize)>,
     spin: Duration,
     /// How this rank learns that peers have finished, and tells them it has.
     peers: Option<PeerWatch>,
@@ -493,6 +510,7 @@ impl Engine {
             acks: vec![0; size],
             declined: vec![false; size],
             writing: None,
+            lending: None,
             landing: None,
             peers: None,
             scratch: Vec::new(),
@@ -541,26 +559,43 @@ impl Engine {
         self.transport.as_deref().is_some_and(|t| t.has_input())
     }
 
-    /// One round of progress: pushes queued sends, reads every source. True if bytes moved.
-    pub(crate) fn progress(&mut self) -> Result<bool> {
+    /// Writes what is queued towards `dest` as far as the transport takes it (nothing while
+    /// a blocking send is writing there). True if bytes moved.
+    fn flush(&mut self, dest: usize) -> Result<bool> {
         let Some(t) = self.transport.as_deref_mut() else {
             return Ok(false);
         };
         let mut moved = false;
+        if Some(dest) == self.writing {
+            return Ok(false);
+        }
+        while let Some(out) = self.tx[dest].front_mut() {
+            let n = write_at(t, dest, &out.hdr, &out.data, out.done)?;
+            out.done += n;
+            moved |= n > 0;
+            if out.done < HEADER + out.data.len() {
+                break;
+            }
+            self.tx[dest].pop_front();
+            self.queued -= 1;
+        }
+        Ok(moved)
+    }
+
+    /// One round of progress: pushes queued sends, reads every source. True if bytes moved.
+    pub(crate) fn progress(&mut self) -> Result<bool> {
+        if self.transport.is_none() {
+            return Ok(false);
+        }
+        let mut moved = false;
         if self.queued > 0 {
-            for dest in (0..self.size).filter(|&d| Some(d) != self.writing) {
-                while let Some(out) = self.tx[dest].front_mut() {
-                    let n = write_at(t, dest, &out.hdr, &out.data, out.done)?;
-                    out.done += n;
-                    moved |= n > 0;
-                    if out.done < HEADER + out.data.len() {
-                        break;
-                    }
-                    self.tx[dest].pop_front();
-                    self.queued -= 1;
-                }
+            for dest in 0..self.size {
+                moved |= self.flush(dest)?;
             }
         }
+        let Some(t) = self.transport.as_deref_mut() else {
+            return Ok(false);
+        };
         t.accept()?;
         let mut arrived = std::mem::take(&mut self.arrived);
         // At most one message per source and round: the caller may be waiting for just
@@ -573,36 +608,46 @@ impl Engine {
                 arrived.push((src, msg));
             }
         }
+        let mut settled = Ok(());
         for (src, (msg, landed)) in arrived.drain(..) {
-            self.settle(src, msg, landed);
+            if settled.is_ok() {
+                settled = self.settle(src, msg, landed);
+            }
         }
         self.arrived = arrived;
-        Ok(moved)
+        settled.map(|()| moved)
     }
 
     /// Completes the blocking receive with a message that landed in its buffer, or handles
     /// an ordinary arrival.
-    fn settle(&mut self, src: usize, msg: Message, landed: bool) {
+    fn settle(&mut self, src: usize, msg: Message, landed: bool) -> Result<()> {
         match (landed, &self.landing) {
-            (true, Some(l)) => self.completed.push((l.id, msg)),
+            (true, Some(l)) => {
+                self.completed.push((l.id, msg));
+                Ok(())
+            }
             _ => self.arrive(src, msg),
         }
     }
 
-    /// Handles a message from world rank `src`: acknowledgements and single-copy descriptors
-    /// here, everything else to matching.
-    fn arrive(&mut self, src: usize, mut msg: Message) {
-        if msg.kind == single_copy::ACK {
-            self.acks[src] += 1;
-            if msg.data.first() != Some(&0) {
-                self.declined[src] = true;
+    /// Handles a message from world rank `src`: acknowledgements, single-copy descriptors
+    /// and requests here, everything else to matching.
+    fn arrive(&mut self, src: usize, mut msg: Message) -> Result<()> {
+        match msg.kind {
+            single_copy::ACK => {
+                self.acks[src] += 1;
+                if msg.data.first() != Some(&0) {
+                    self.declined[src] = true;
+                }
+                return Ok(());
             }
-            return;
+            single_copy::HELP => return self.help(src, &msg.data),
+            single_copy::HELPED => return self.helped(src, msg.data.first() == Some(&0)),
+            _ => {}
         }
         if msg.kind & single_copy::REMOTE != 0 {
-            if self.single_copy != SingleCopy::Refuse && self.pull_landed(&msg) {
-                self.acknowledge(src, true);
-                return;
+            if self.single_copy != SingleCopy::Refuse && self.pull_landed(src, &msg)? {
+                return Ok(());
             }
             let data = match self.single_copy {
                 SingleCopy::Refuse => None,
@@ -611,56 +656,131 @@ impl Engine {
             self.acknowledge(src, data.is_some());
             // When declined, the payload follows through the ring as an ordinary message.
             let Some(data) = data else {
-                return;
+                return Ok(());
             };
             msg.data = data;
             msg.kind &= !single_copy::REMOTE;
         }
         self.deliver(msg);
+        Ok(())
     }
 
     /// Pulls the payload a descriptor names straight into the landing buffer, when the
-    /// message lands there; whether it did.
-    fn pull_landed(&mut self, msg: &Message) -> bool {
+    /// message lands there; whether it did (or, for a large one, has begun: the sender
+    /// writes the rest, see [`single_copy`]).
+    fn pull_landed(&mut self, src: usize, msg: &Message) -> Result<bool> {
         let Some(l) = self.landing.as_mut() else {
-            return false;
+            return Ok(false);
         };
         let kind = msg.kind & !single_copy::REMOTE;
         let len = single_copy::described_len(&msg.data);
         if !l.takes(&self.posted, msg.ctx, msg.src, msg.tag, kind, len) {
-            return false;
+            return Ok(false);
         }
-        // SAFETY: the landing buffer is valid for writes of cap bytes while it lives.
-        let Some(n) = (unsafe { single_copy::pull_into(&msg.data, l.ptr, l.cap) }) else {
-            return false;
+        let done = Message {
+            kind,
+            data: Vec::new(),
+            ..*msg
         };
+        let len = len as usize;
+        let Some(split) = single_copy::share(len) else {
+            // SAFETY: the landing buffer is valid for writes of cap bytes while it lives.
+            let Some(n) = (unsafe { single_copy::pull_into(&msg.data, l.ptr, l.cap) }) else {
+                return Ok(false);
+            };
+            l.claim(&mut self.posted);
+            l.landed = Some(n);
+            self.completed.push((l.id, done));
+            self.acknowledge(src, true);
+            return Ok(true);
+        };
+        let probe = single_copy::probe_len(split);
+        // SAFETY: len <= cap (takes), and the landing buffer is valid for cap bytes.
+        if !unsafe { single_copy::pull_part(&msg.data, l.ptr, 0, probe) } {
+            return Ok(false);
+        }
         l.claim(&mut self.posted);
-        l.landed = Some(n);
-        let id = l.id;
-        self.completed.push((
-            id,
-            Message {
-                kind,
-                data: Vec::new(),
-                ..*msg
-            },
-        ));
-        true
+        let help = single_copy::Help {
+            pid: std::process::id() as libc::pid_t,
+            addr: l.ptr as usize + split,
+            offset: split,
+            len: len - split,
+        };
+        let ptr = l.ptr;
+        l.sharing = Some(Sharing {
+            src,
+            descriptor: msg.data.clone(),
+            split,
+            msg: done,
+        });
+        self.queue_control(src, single_copy::HELP, help.encode().to_vec());
+        self.flush(src)?;
+        // SAFETY: as above.
+        if !unsafe { single_copy::pull_part(&msg.data, ptr, probe, split) } {
+            return Err(Error::InvalidArgument(format!(
+                "single copy from rank {src} refused midway"
+            )));
+        }
+        Ok(true)
+    }
+
+    /// The sender's side of a shared copy: writes the part asked for, if this rank is lending
+    /// a payload to `src`, and answers.
+    fn help(&mut self, src: usize, request: &[u8]) -> Result<()> {
+        let written = match (self.lending, single_copy::Help::decode(request)) {
+            (Some((dest, ptr, len)), Some(help)) if dest == src => {
+                // SAFETY: the blocking send that set `lending` keeps these bytes borrowed
+                // until its acknowledgement, which comes after this answer.
+                help.write_from(unsafe { std::slice::from_raw_parts(ptr, len) })
+            }
+            _ => false,
+        };
+        self.queue_control(src, single_copy::HELPED, vec![u8::from(!written)]);
+        self.flush(src).map(drop)
+    }
+
+    /// The receiver's side: the sender's part is in (or it failed, and is read here); the
+    /// receive completes and the sender may have its buffer back.
+    fn helped(&mut self, src: usize, written: bool) -> Result<()> {
+        let Some(l) = self.landing.as_mut() else {
+            return Ok(());
+        };
+        let Some(sharing) = l.sharing.take_if(|s| s.src == src) else {
+            return Ok(());
+        };
+        let len = single_copy::described_len(&sharing.descriptor) as usize;
+        // SAFETY: len <= cap (the landing took it), and the buffer is valid for cap bytes.
+        if !written
+            && !unsafe { single_copy::pull_part(&sharing.descriptor, l.ptr, sharing.split, len) }
+        {
+            return Err(Error::InvalidArgument(format!(
+                "single copy from rank {src} refused midway"
+            )));
+        }
+        l.landed = Some(len);
+        self.completed.push((l.id, sharing.msg));
+        self.acknowledge(src, true);
+        Ok(())
     }
 
     fn acknowledge(&mut self, dest: usize, copied: bool) {
+        self.queue_control(dest, single_copy::ACK, vec![u8::from(!copied)]);
+    }
+
+    /// Queues a message of the single-copy protocol to `dest`.
+    fn queue_control(&mut self, dest: usize, kind: u8, data: Vec<u8>) {
         let env = Envelope {
             ctx: 0,
             src: self.rank as u32,
             tag: 0,
-            kind: single_copy::ACK,
-            len: 1,
+            kind,
+            len: data.len() as u64,
         };
         let id = self.fresh_id();
         self.tx[dest].push_back(Out {
             id,
             hdr: env.encode(),
-            data: vec![u8::from(!copied)],
+            data,
             done: 0,
         });
         self.queued += 1;
@@ -709,6 +829,11 @@ impl Engine {
             self.deliver(message(env, data.to_vec()));
             return Ok(());
         }
+        // What is queued there is most often an acknowledgement: send it now rather than
+        // queue this message (a copy) behind it.
+        if !self.tx[dest].is_empty() {
+            self.flush(dest)?;
+        }
         if !self.tx[dest].is_empty() {
             let id = self.isend(dest, env, data.to_vec())?;
             return self.wait_until(|e| e.send_done(dest, id));
@@ -734,7 +859,10 @@ impl Engine {
         let before = self.acks[dest];
         self.send_direct(dest, remote, &descriptor)?;
         // `data` stays borrowed, so alive and unchanged, until the receiver answers.
-        self.wait_until(|e| e.acks[dest] > before)?;
+        self.lending = Some((dest, data.as_ptr(), data.len()));
+        let answered = self.wait_until(|e| e.acks[dest] > before);
+        self.lending = None;
+        answered?;
         if self.declined[dest] {
             return self.send_direct(dest, env, data);
         }
@@ -867,8 +995,12 @@ impl Engine {
                 cap: buf.len(),
                 claimed: false,
                 landed: None,
+                sharing: None,
             });
             let waited = between(self).and_then(|()| self.wait_until(|e| e.recv_done(id)));
+            if waited.is_err() {
+                self.finish_sharing();
+            }
             let landing = self.landing.take();
             if let Err(e) = waited {
                 if let Some(l) = &landing {
@@ -883,6 +1015,21 @@ impl Engine {
             .take(id)
             .ok_or_else(|| Error::InvalidArgument("receive completed without a message".into()))?;
         Ok((msg, landed))
+    }
+
+    /// After a failed wait: a sender writing its part of a shared copy into the landing buffer
+    /// is given a moment to finish (the buffer goes back to the caller next), unless its
+    /// stream fails.
+    fn finish_sharing(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.landing.as_ref().is_some_and(|l| l.sharing.is_some())
+            && Instant::now() < deadline
+        {
+            if self.progress().is_err() {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// After a failed wait: a message still landing in `l`'s buffer moves to a vector of its

@@ -4,6 +4,13 @@
 //! straight out of the sender's memory with `process_vm_readv(2)` and acknowledges. Should
 //! the kernel refuse (another user, a hardened ptrace policy), the receiver declines and the
 //! sender streams the payload through the ring as usual.
+//!
+//! A large payload landing in a posted receive buffer is copied by both ends at once, as two
+//! cores move more bytes than one: the receiver asks the sender (`HELP`) to write the upper
+//! part of the payload straight into the receive buffer (`process_vm_writev(2)`) while it
+//! reads the lower part itself; the sender answers `HELPED` when its part is in, or failed,
+//! and then the receiver reads what is missing. The sender's buffer is free again only at the
+//! acknowledgement, which follows `HELPED`.
 
 /// Payloads of at least this many bytes go by single copy.
 pub(crate) const MIN_BYTES: usize = 128 * 1024;
@@ -13,6 +20,15 @@ pub(crate) const REMOTE: u8 = 0x80;
 pub(crate) const ACK: u8 = 0x7f;
 /// Length of a descriptor.
 pub(crate) const DESCRIPTOR: usize = 24;
+/// Kind byte of a receiver's request that the sender write part of the payload itself
+/// (payload: a [`Help`]).
+pub(crate) const HELP: u8 = 0x7e;
+/// Kind byte of the sender's answer to [`HELP`] (payload: one byte, 0 = written, 1 = not).
+pub(crate) const HELPED: u8 = 0x7d;
+/// Payloads of at least this many bytes landing in a posted buffer are copied by both ends.
+pub(crate) const SHARE_MIN_BYTES: usize = 256 * 1024;
+/// What the receiver reads before asking for help: a probe that the kernel allows the copy.
+const PROBE_BYTES: usize = 4096;
 
 /// Whether and how ranks use single copy (`HPCBOX_SHM_SINGLE_COPY`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,31 +77,55 @@ pub(crate) fn described_len(descriptor: &[u8]) -> u64 {
     parse(descriptor).map_or(u64::MAX, |(_, _, len)| len as u64)
 }
 
-/// Copies `len` bytes at `addr` in process `pid` to `dst`; false if the kernel refuses.
+/// Which way [`copy_remote`] moves bytes.
+#[derive(Clone, Copy)]
+enum Way {
+    /// From the other process into this one.
+    Read,
+    /// From this process into the other one.
+    Write,
+}
+
+/// Moves `len` bytes between `local` in this process and `addr` in process `pid`; false if
+/// the kernel refuses.
 ///
 /// # Safety
-/// `dst` must be valid for writes of `len` bytes.
-unsafe fn read_remote(pid: libc::pid_t, addr: usize, dst: *mut u8, len: usize) -> bool {
+/// `local` must be valid for `len` bytes: for writes when reading, for reads when writing.
+unsafe fn copy_remote(way: Way, pid: libc::pid_t, addr: usize, local: *mut u8, len: usize) -> bool {
     let mut done = 0;
     while done < len {
-        let local = libc::iovec {
-            // SAFETY (of the add): done < len, within dst (the caller's contract).
-            iov_base: unsafe { dst.add(done) }.cast(),
+        let here = libc::iovec {
+            // SAFETY (of the add): done < len, within local (the caller's contract).
+            iov_base: unsafe { local.add(done) }.cast(),
             iov_len: len - done,
         };
-        let remote = libc::iovec {
+        let there = libc::iovec {
             iov_base: addr.wrapping_add(done) as *mut libc::c_void,
             iov_len: len - done,
         };
-        // SAFETY: the local iovec lies within dst; the remote one is only read, by the
-        // kernel, which checks it against the other process's mappings.
-        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+        // SAFETY: the local iovec lies within `local`; the remote one is checked by the
+        // kernel against the other process's mappings.
+        let n = unsafe {
+            match way {
+                Way::Read => libc::process_vm_readv(pid, &here, 1, &there, 1, 0),
+                Way::Write => libc::process_vm_writev(pid, &here, 1, &there, 1, 0),
+            }
+        };
         if n <= 0 {
             return false;
         }
         done += n as usize;
     }
     true
+}
+
+/// Copies `len` bytes at `addr` in process `pid` to `dst`; false if the kernel refuses.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes.
+unsafe fn read_remote(pid: libc::pid_t, addr: usize, dst: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe { copy_remote(Way::Read, pid, addr, dst, len) }
 }
 
 /// Copies the buffer a descriptor names out of its process; `None` if the kernel refuses or
@@ -114,6 +154,90 @@ pub(crate) unsafe fn pull_into(descriptor: &[u8], dst: *mut u8, room: usize) -> 
     unsafe { read_remote(pid, addr, dst, len) }.then_some(len)
 }
 
+/// A receiver's request: write `len` bytes from `offset` in the payload to `addr` in process
+/// `pid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Help {
+    pub(crate) pid: libc::pid_t,
+    pub(crate) addr: usize,
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+}
+
+impl Help {
+    /// The request's bytes.
+    pub(crate) fn encode(self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[0..8].copy_from_slice(&(self.pid as u64).to_le_bytes());
+        b[8..16].copy_from_slice(&(self.addr as u64).to_le_bytes());
+        b[16..24].copy_from_slice(&(self.offset as u64).to_le_bytes());
+        b[24..32].copy_from_slice(&(self.len as u64).to_le_bytes());
+        b
+    }
+
+    /// The request in `bytes`; `None` if malformed.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Help> {
+        let word = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
+        };
+        Some(Help {
+            pid: libc::pid_t::try_from(word(0)?).ok()?,
+            addr: usize::try_from(word(8)?).ok()?,
+            offset: usize::try_from(word(16)?).ok()?,
+            len: usize::try_from(word(24)?).ok()?,
+        })
+    }
+
+    /// Writes the part of `payload` asked for into the receiver; false if the request does
+    /// not fit the payload or the kernel refuses.
+    pub(crate) fn write_from(self, payload: &[u8]) -> bool {
+        let Some(part) = self
+            .offset
+            .checked_add(self.len)
+            .and_then(|end| payload.get(self.offset..end))
+        else {
+            return false;
+        };
+        // SAFETY: `part` is valid for reads of its length; the kernel only reads it.
+        unsafe {
+            copy_remote(
+                Way::Write,
+                self.pid,
+                self.addr,
+                part.as_ptr().cast_mut(),
+                part.len(),
+            )
+        }
+    }
+}
+
+/// How a landing payload of `len` bytes is shared: the receiver reads `..split`, the sender
+/// writes `split..`. `None` when it is too small to be worth two copiers.
+pub(crate) fn share(len: usize) -> Option<usize> {
+    (len >= SHARE_MIN_BYTES).then(|| (len / 2) & !(PROBE_BYTES - 1))
+}
+
+/// Reads bytes `from..to` of the payload a descriptor names into `dst + from`; false if the
+/// kernel refuses or the descriptor is malformed or shorter.
+///
+/// # Safety
+/// `dst` must be valid for writes of `to` bytes.
+pub(crate) unsafe fn pull_part(descriptor: &[u8], dst: *mut u8, from: usize, to: usize) -> bool {
+    let Some((pid, addr, len)) = parse(descriptor) else {
+        return false;
+    };
+    if from > to || to > len {
+        return false;
+    }
+    // SAFETY: from <= to and dst is valid for `to` bytes (the caller's contract).
+    unsafe { read_remote(pid, addr + from, dst.add(from), to - from) }
+}
+
+/// The first bytes read of a shared copy: enough to learn that the kernel allows it.
+pub(crate) fn probe_len(split: usize) -> usize {
+    split.min(PROBE_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +256,36 @@ mod tests {
         assert_eq!(&into[..data.len()], &data[..]);
         // SAFETY: as above; too little room is refused before any copy.
         assert_eq!(unsafe { pull_into(&d, into.as_mut_ptr(), 10) }, None);
+    }
+
+    #[test]
+    fn a_shared_copy_moves_every_byte() {
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+        let d = describe(&data);
+        let split = share(data.len()).expect("large enough to share");
+        assert_eq!(split % 4096, 0);
+        let mut into = vec![0u8; data.len()];
+        let help = Help {
+            pid: std::process::id() as libc::pid_t,
+            addr: into.as_mut_ptr() as usize + split,
+            offset: split,
+            len: data.len() - split,
+        };
+        assert_eq!(Help::decode(&help.encode()), Some(help));
+        assert!(help.write_from(&data));
+        // SAFETY: into has room for data.len() bytes.
+        assert!(unsafe { pull_part(&d, into.as_mut_ptr(), 0, split) });
+        assert_eq!(into, data);
+        assert!(
+            !Help {
+                len: data.len(),
+                ..help
+            }
+            .write_from(&data),
+            "past the payload"
+        );
+        assert_eq!(share(SHARE_MIN_BYTES - 1), None);
+        assert_eq!(Help::decode(&[1, 2, 3]), None);
     }
 
     #[test]
