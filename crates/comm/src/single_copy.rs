@@ -214,7 +214,7 @@ impl Help {
 /// How a landing payload of `len` bytes is shared: the receiver reads `..split`, the sender
 /// writes `split..`. `None` when it is too small to be worth two copiers.
 pub(crate) fn share(len: usize) -> Option<usize> {
-    (len >= SHARE_MIN_BYTES).then(|| (len / 2) & !(PROBE_BYTES - 1))
+    (len >= SHARE_MIN_BYTES).then_some((len / 2) & !(PROBE_BYTES - 1))
 }
 
 /// Reads bytes `from..to` of the payload a descriptor names into `dst + from`; false if the
