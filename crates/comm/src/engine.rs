@@ -491,7 +491,7 @@ impl Engine {
         single_copy: SingleCopy,
     ) -> Engine {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if single_copy == SingleCopy::On {
+        if matches!(single_copy, SingleCopy::On | SingleCopy::Unhelped) {
             single_copy::allow_peers();
         }
         Engine {
@@ -728,6 +728,7 @@ impl Engine {
     /// a payload to `src`, and answers.
     fn help(&mut self, src: usize, request: &[u8]) -> Result<()> {
         let written = match (self.lending, single_copy::Help::decode(request)) {
+            _ if self.single_copy == SingleCopy::Unhelped => false,
             (Some((dest, ptr, len)), Some(help)) if dest == src => {
                 // SAFETY: the blocking send that set `lending` keeps these bytes borrowed
                 // until its acknowledgement, which comes after this answer.

@@ -7,7 +7,7 @@
 //! | `HPCBOX_RENDEZVOUS` | a directory all ranks of the job share (shared-memory inboxes, TCP addresses), or `tcp://HOST:PORT`, the launcher's rendezvous for worlds that span hosts (TCP transport, see below) |
 //! | `HPCBOX_JOBKEY` | a token unique to the launch; names the rendezvous directory |
 //! | `HPCBOX_TRANSPORT` | `shm` (default) or `tcp` (loopback TCP) |
-//! | `HPCBOX_SHM_SINGLE_COPY` | `on` (default): messages ≥ 128 KiB are copied once, straight from the sender's memory; `off`: everything streams through the rings; `refuse`: receivers decline (tests the fallback) |
+//! | `HPCBOX_SHM_SINGLE_COPY` | `on` (default): messages ≥ 128 KiB are copied once, straight from the sender's memory; `off`: everything streams through the rings; `refuse`: receivers decline (tests the fallback); `unhelped`: senders never write their half of a shared copy (tests that fallback) |
 //! | `HPCBOX_SHM_RING_BYTES` | capacity of each shared-memory ring, a power of two ≥ 4096 (default: [`default_ring_bytes`]) |
 //!
 //! A process without `HPCBOX_RANK` is a world of one (MPI's singleton init).
@@ -187,11 +187,12 @@ impl WorldEnv {
                 "" | "on" => SingleCopy::On,
                 "off" => SingleCopy::Off,
                 "refuse" => SingleCopy::Refuse,
+                "unhelped" => SingleCopy::Unhelped,
                 _ => {
                     return Err(env_err(
                         ENV_SHM_SINGLE_COPY,
                         &v,
-                        "must be on, off or refuse",
+                        "must be on, off, refuse or unhelped",
                     ))
                 }
             };

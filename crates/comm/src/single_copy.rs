@@ -39,6 +39,9 @@ pub enum SingleCopy {
     Off,
     /// Receivers decline every descriptor, exercising the fallback (for tests).
     Refuse,
+    /// Senders answer every request to write part of a payload with a refusal, so that
+    /// receivers read it all themselves (for tests).
+    Unhelped,
 }
 
 /// Lets the other ranks of the job read this process's memory even under Yama's restricted

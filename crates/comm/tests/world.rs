@@ -1036,7 +1036,7 @@ fn tmpdir() -> std::path::PathBuf {
 /// The transports the worlds run over: shared memory with single copy of large messages,
 /// with tiny rings (every message streams through in pieces), with receivers that decline
 /// single copy (the fallback), and TCP.
-fn transports() -> [(&'static str, Vec<(&'static str, String)>); 4] {
+fn transports() -> [(&'static str, Vec<(&'static str, String)>); 5] {
     [
         ("shm", vec![]),
         (
@@ -1049,6 +1049,10 @@ fn transports() -> [(&'static str, Vec<(&'static str, String)>); 4] {
         (
             "shm-declined",
             vec![("HPCBOX_SHM_SINGLE_COPY", "refuse".into())],
+        ),
+        (
+            "shm-unhelped",
+            vec![("HPCBOX_SHM_SINGLE_COPY", "unhelped".into())],
         ),
         ("tcp", vec![("HPCBOX_TRANSPORT", "tcp".into())]),
     ]
@@ -1140,16 +1144,19 @@ fn case_collectives_property() -> Res {
         ..Config::default()
     });
     runner
-        .run(&(1usize..=6, any::<u64>(), 0usize..4), |(np, seed, t)| {
-            let (name, mut env) = transports()[t].clone();
-            env.push(("HPCBOX_TEST_SEED", seed.to_string()));
-            let w = world(np, "collectives_random", &env);
-            expect_success(
-                &format!("collectives_random {name} np={np} seed={seed}"),
-                &w,
-            )
-            .map_err(TestCaseError::fail)
-        })
+        .run(
+            &(1usize..=6, any::<u64>(), 0usize..transports().len()),
+            |(np, seed, t)| {
+                let (name, mut env) = transports()[t].clone();
+                env.push(("HPCBOX_TEST_SEED", seed.to_string()));
+                let w = world(np, "collectives_random", &env);
+                expect_success(
+                    &format!("collectives_random {name} np={np} seed={seed}"),
+                    &w,
+                )
+                .map_err(TestCaseError::fail)
+            },
+        )
         .map_err(|x| x.to_string())
 }
 
@@ -1169,13 +1176,16 @@ fn case_traffic_property() -> Res {
         ..Config::default()
     });
     runner
-        .run(&(2usize..=5, any::<u64>(), 0usize..4), |(np, seed, t)| {
-            let (name, mut env) = transports()[t].clone();
-            env.push(("HPCBOX_TEST_SEED", seed.to_string()));
-            let w = world(np, "traffic", &env);
-            expect_success(&format!("traffic {name} np={np} seed={seed}"), &w)
-                .map_err(TestCaseError::fail)
-        })
+        .run(
+            &(2usize..=5, any::<u64>(), 0usize..transports().len()),
+            |(np, seed, t)| {
+                let (name, mut env) = transports()[t].clone();
+                env.push(("HPCBOX_TEST_SEED", seed.to_string()));
+                let w = world(np, "traffic", &env);
+                expect_success(&format!("traffic {name} np={np} seed={seed}"), &w)
+                    .map_err(TestCaseError::fail)
+            },
+        )
         .map_err(|x| x.to_string())
 }
 
