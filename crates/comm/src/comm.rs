@@ -98,7 +98,13 @@ impl Communicator {
             t if t >= 0 => Some(t),
             t => return Err(Error::InvalidTag(t)),
         };
-        Ok(Matcher { ctx, src, tag })
+        let from = src.map(|s| self.world_rank(s as usize)).transpose()?;
+        Ok(Matcher {
+            ctx,
+            src,
+            tag,
+            from,
+        })
     }
 
     pub(crate) fn envelope(&self, ctx: u64, tag: i32, kind: Kind, len: usize) -> Envelope {

@@ -76,6 +76,8 @@ pub(crate) struct Matcher {
     pub ctx: u64,
     pub src: Option<u32>,
     pub tag: Option<i32>,
+    /// The world rank of `src`, when there is one: a wait for it polls that rank's stream.
+    pub from: Option<usize>,
 }
 
 impl Matcher {
@@ -331,7 +333,17 @@ pub(crate) struct Engine {
     /// Working space of the collectives, kept from call to call (8-byte words: aligned for
     /// every plain-old-data type), so that a large reduction does not fault in fresh pages.
     pub(crate) scratch: Vec<u64>,
+    /// The world rank a blocking receive waits for, if one: its stream is polled alone, the
+    /// others once in [`SWEEP_EVERY`] rounds (with many ranks, a sweep of every stream per
+    /// poll made an awaited message later).
+    focus: Option<usize>,
+    /// Polls of a wait so far, to time the sweeps.
+    polls: u32,
 }
+
+/// A focused wait looks at every stream once in this many polls (so that no sender waits on
+/// a full ring for long).
+const SWEEP_EVERY: u32 = 16;
 
 /// Where ranks say that they have finished.
 pub(crate) enum PeerWatch {
@@ -514,6 +526,8 @@ impl Engine {
             landing: None,
             peers: None,
             scratch: Vec::new(),
+            focus: None,
+            polls: 0,
             spin: if size > cores {
                 Duration::ZERO
             } else {
@@ -554,9 +568,35 @@ impl Engine {
         }
     }
 
-    /// Whether the transport may have bytes for us (see [`Transport::has_input`]).
+    /// Whether the transport may have bytes for us (see [`Transport::has_input`]): from the
+    /// awaited rank alone in a focused poll.
     fn has_input(&self) -> bool {
-        self.transport.as_deref().is_some_and(|t| t.has_input())
+        self.transport
+            .as_deref()
+            .is_some_and(|t| match self.focused() {
+                Some(src) => t.has_input_from(src),
+                None => t.has_input(),
+            })
+    }
+
+    /// The one stream this poll looks at, or `None` for all of them.
+    fn focused(&self) -> Option<usize> {
+        self.focus
+            .filter(|_| !self.polls.is_multiple_of(SWEEP_EVERY))
+    }
+
+    /// Waits as [`wait_until`](Self::wait_until), polling `from`'s stream first.
+    fn wait_focused(
+        &mut self,
+        from: Option<usize>,
+        done: impl FnMut(&mut Engine) -> bool,
+    ) -> Result<()> {
+        let (focus, polls) = (self.focus, self.polls);
+        self.focus = from.filter(|&r| r != self.rank && r < self.size);
+        self.polls = 1;
+        let waited = self.wait_until(done);
+        (self.focus, self.polls) = (focus, polls);
+        waited
     }
 
     /// Writes what is queued towards `dest` as far as the transport takes it (nothing while
@@ -593,6 +633,10 @@ impl Engine {
                 moved |= self.flush(dest)?;
             }
         }
+        let (first, end) = match self.focused() {
+            Some(src) => (src, src + 1),
+            None => (0, self.size),
+        };
         let Some(t) = self.transport.as_deref_mut() else {
             return Ok(false);
         };
@@ -600,7 +644,7 @@ impl Engine {
         let mut arrived = std::mem::take(&mut self.arrived);
         // At most one message per source and round: the caller may be waiting for just
         // that one, and looking at once for the next would wait on another cache line.
-        for src in (0..self.size).filter(|&s| s != self.rank) {
+        for src in (first..end).filter(|&s| s != self.rank) {
             let land = self.landing.as_mut();
             let (m, msg) = pump(t, src, &mut self.rx[src], land, &mut self.posted)?;
             moved |= m;
@@ -798,6 +842,7 @@ impl Engine {
             if done(self) {
                 return Ok(());
             }
+            self.polls = self.polls.wrapping_add(1);
             if self.transport.is_none() {
                 return Err(Error::InvalidArgument(
                     "deadlock: a world of one rank waits for a message nobody sent".into(),
@@ -963,7 +1008,7 @@ impl Engine {
     /// Blocking receive.
     pub(crate) fn recv(&mut self, m: Matcher) -> Result<Message> {
         let id = self.post_recv(m);
-        self.wait_until(|e| e.recv_done(id))?;
+        self.wait_focused(m.from, |e| e.recv_done(id))?;
         self.take(id)
             .ok_or_else(|| Error::InvalidArgument("receive completed without a message".into()))
     }
@@ -998,7 +1043,8 @@ impl Engine {
                 landed: None,
                 sharing: None,
             });
-            let waited = between(self).and_then(|()| self.wait_until(|e| e.recv_done(id)));
+            let waited =
+                between(self).and_then(|()| self.wait_focused(m.from, |e| e.recv_done(id)));
             if waited.is_err() {
                 self.finish_sharing();
             }
@@ -1057,7 +1103,7 @@ impl Engine {
     /// Blocks until `m` matches an unexpected message, without receiving it.
     pub(crate) fn probe(&mut self, m: Matcher) -> Result<(u32, i32, u8, usize)> {
         let mut found = None;
-        self.wait_until(|e| {
+        self.wait_focused(m.from, |e| {
             found = e.peek(m);
             found.is_some()
         })?;
@@ -1124,11 +1170,13 @@ mod tests {
             ctx: 0,
             src: None,
             tag: None,
+            from: None,
         };
         let tag1 = Matcher {
             ctx: 0,
             src: None,
             tag: Some(1),
+            from: None,
         };
         let a = e.post_recv(tag1);
         let b = e.post_recv(any);
@@ -1148,6 +1196,7 @@ mod tests {
             ctx: 0,
             src: Some(0),
             tag: Some(2),
+            from: None,
         };
         assert_eq!(e.recv(t2).unwrap().data, b"a");
         assert_eq!(e.recv(t2).unwrap().data, b"c");
@@ -1155,6 +1204,7 @@ mod tests {
             ctx: 2,
             src: None,
             tag: None,
+            from: None,
         };
         assert!(e.peek(other_ctx).is_none());
         let err = e.recv(other_ctx).unwrap_err();
@@ -1190,6 +1240,7 @@ mod tests {
             ctx: 0,
             src: None,
             tag: None,
+            from: None,
         };
         let id = e.post_recv(any);
         e.cancel(id);

@@ -24,6 +24,13 @@ pub(crate) trait Transport {
         true
     }
 
+    /// Whether bytes may have arrived from `src`, as cheaply: `true` when the transport
+    /// cannot tell.
+    fn has_input_from(&self, src: usize) -> bool {
+        let _ = src;
+        self.has_input()
+    }
+
     /// Takes in newly arrived peers (TCP connections); nothing to do for shared memory.
     fn accept(&mut self) -> Result<()> {
         Ok(())

@@ -463,6 +463,13 @@ impl Transport for ShmTransport {
     fn has_input(&self) -> bool {
         self.rx.iter().flatten().any(Ring::ready)
     }
+
+    fn has_input_from(&self, src: usize) -> bool {
+        self.rx
+            .get(src)
+            .and_then(Option::as_ref)
+            .is_some_and(Ring::ready)
+    }
 }
 
 impl Drop for ShmTransport {
