@@ -6,7 +6,10 @@
 //! rendezvous directory from the environment ([`env`](mod@env)); started alone it is a world of one.
 //! Ranks on one node exchange messages through shared-memory rings; `HPCBOX_TRANSPORT=tcp`
 //! switches to loopback TCP. A world that spans hosts (a hostfile naming other machines)
-//! meets through the launcher's TCP rendezvous and uses TCP throughout.
+//! meets through the launcher's TCP rendezvous and uses TCP throughout. Built with the `mpi`
+//! feature, a program started by a system MPI's `mpirun` (Open MPI, MPICH, or `srun` with
+//! PMI) calls MPI_Init and sends every message through that MPI instead, with the same API
+//! and semantics (matching, ordering and the collectives' algorithms stay hpcbox's).
 //!
 //! ```
 //! use hpcbox_comm::{Op, ANY_SOURCE, ANY_TAG};
@@ -63,7 +66,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Joins the world the launcher set up (MPI_Init), or a world of one without a launcher.
 /// Call it once per process.
 pub fn init() -> Result<Communicator> {
+    #[cfg(feature = "mpi")]
+    if transport::mpi::started_by_system_mpi() {
+        return init_system_mpi();
+    }
     init_with(&WorldEnv::from_env()?)
+}
+
+/// Joins the world of a system MPI's `mpirun` (the `mpi` feature): MPI_Init, and every
+/// message through that MPI.
+#[cfg(feature = "mpi")]
+fn init_system_mpi() -> Result<Communicator> {
+    let (transport, rank, size) = transport::mpi::MpiTransport::new()?;
+    let engine = engine::Engine::new(rank, size, Some(Box::new(transport)), env::SingleCopy::Off);
+    Ok(world_communicator(engine, rank, size))
 }
 
 /// Joins the world `env` describes (see [`init`]).
@@ -90,13 +106,18 @@ pub fn init_with(env: &WorldEnv) -> Result<Communicator> {
     if let Some(peers) = peers {
         engine.watch_peers(peers);
     }
-    Ok(Communicator {
+    Ok(world_communicator(engine, env.rank, env.size))
+}
+
+/// The world communicator over `engine`.
+fn world_communicator(engine: engine::Engine, rank: usize, size: usize) -> Communicator {
+    Communicator {
         engine: Rc::new(RefCell::new(engine)),
         ctx: 0,
-        rank: env.rank,
-        group: (0..env.size as u32).collect::<Vec<u32>>().into(),
+        rank,
+        group: (0..size as u32).collect::<Vec<u32>>().into(),
         derived: Cell::new(0),
-    })
+    }
 }
 
 /// This rank's transport to its peers, and how it hears that they finished.

@@ -1396,9 +1396,71 @@ fn main() {
         ("wait_on_finished_ranks", case_wait_on_finished_ranks),
         ("interrupt", case_interrupt),
         ("launcher_killed", case_launcher_killed),
+        #[cfg(feature = "mpi")]
+        ("system_mpi", case_system_mpi),
         ("no_world_left_behind", case_no_rendezvous_left),
     ];
     common::main(run_body, cases, "world");
+}
+
+/// With the `mpi` feature: the same rank bodies, started by the system MPI's own `mpirun`
+/// (Open MPI's), talk through that MPI and pass as they do under `hpcbox mpiexec`. Skipped
+/// when there is no `mpirun`, unless `HPCBOX_REQUIRE_MPI` is set.
+#[cfg(feature = "mpi")]
+fn case_system_mpi() -> Res {
+    let mpirun = ["mpirun.openmpi", "mpirun"].into_iter().find(|m| {
+        std::process::Command::new(m)
+            .arg("--version")
+            .output()
+            .is_ok()
+    });
+    let Some(mpirun) = mpirun else {
+        check!(
+            std::env::var_os("HPCBOX_REQUIRE_MPI").is_none(),
+            "HPCBOX_REQUIRE_MPI is set but there is no mpirun"
+        );
+        println!("(no mpirun: system_mpi skipped)");
+        return Ok(());
+    };
+    let exe = std::env::current_exe().map_err(|x| x.to_string())?;
+    for (body, sizes) in [
+        ("hello", &[1usize, 3][..]),
+        ("p2p", &[2, 3]),
+        ("collectives", &[1, 2, 3, 4, 5]),
+        ("split", &[4]),
+        ("traffic", &[3]),
+    ] {
+        for &np in sizes {
+            let dir = tmpdir();
+            let out = std::process::Command::new(mpirun)
+                .args(["--oversubscribe", "-np", &np.to_string()])
+                .arg(&exe)
+                .env("HPCBOX_TEST_BODY", body)
+                .env("HPCBOX_TEST_DIR", &dir)
+                .env("HPCBOX_TEST_SEED", "7")
+                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+                .output()
+                .map_err(|x| x.to_string())?;
+            let _ = std::fs::remove_dir_all(&dir);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            check!(
+                out.status.success(),
+                "{body} np={np} under {mpirun}: {text}"
+            );
+            if body == "hello" {
+                // One world of np ranks, not np worlds of one.
+                let mut said: Vec<&str> = text.lines().filter(|l| l.starts_with("I am")).collect();
+                said.sort_unstable();
+                let want: Vec<String> = (0..np)
+                    .map(|r| format!("I am rank {r} in group of {np} processes."))
+                    .collect();
+                check!(said == want, "{np} ranks said: {said:?}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// After all the worlds above, no rendezvous directory of this process's launches remains.

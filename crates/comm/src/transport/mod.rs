@@ -1,6 +1,8 @@
 //! Byte streams between ranks. A transport moves bytes; framing, matching and progress live in
 //! [`crate::engine`], the same for every transport.
 
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi;
 pub(crate) mod shm;
 pub(crate) mod tcp;
 
