@@ -452,6 +452,48 @@ fn limits_kill_with_pbs_exit_statuses() {
     assert!(errors.contains("=>> PBS: job killed: mem "), "{errors}");
 }
 
+/// Where the kernel offers memory cgroups and the agent may make them (root), a job is held
+/// to its `mem` at every allocation: a process that allocates past it dies there, before it
+/// can print (the agent's once-a-second sampling alone would have let it), and the job ends
+/// with PBS's memory status and message.
+#[test]
+fn a_memory_cgroup_holds_a_job_to_its_mem_at_once() {
+    if !memory_cgroups_usable() {
+        eprintln!("skipped: no memory cgroup this process may make (root and a memory hierarchy)");
+        return;
+    }
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "1GB"]);
+    let id = cluster.qsub(
+        "cg.pbs",
+        "python3 -c 'x = bytearray(300 << 20); print(\"allocated\", flush=True)'\necho after\nsleep 30\n",
+        &["-l", "mem=50mb"],
+    );
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("-27"));
+    let output = cluster.read(&format!("cg.pbs.o{}", seq(&id)));
+    assert!(
+        !output.contains("allocated"),
+        "the allocation went through: {output}"
+    );
+    assert!(output.contains("after"), "{output}");
+    let errors = cluster.read(&format!("cg.pbs.e{}", seq(&id)));
+    assert!(
+        errors.contains("=>> PBS: job killed: mem ") && errors.contains("exceeded limit 51200kb"),
+        "{errors}"
+    );
+}
+
+/// Whether this process can make a memory cgroup (as the agent, running as this user, will).
+fn memory_cgroups_usable() -> bool {
+    let Some((hierarchy, _)) = hpcbox_cluster::cgroup::memory_hierarchy() else {
+        return false;
+    };
+    let probe = hierarchy.join(format!("hpcbox-probe-{}", std::process::id()));
+    let made = std::fs::create_dir(&probe).is_ok();
+    let _ = std::fs::remove_dir(&probe);
+    made
+}
+
 #[test]
 fn job_arrays_run_every_index_and_qdel_ends_the_rest() {
     let cluster = Cluster::up(&["--cpus", "2", "--mem", "256mb"]);

@@ -54,6 +54,8 @@ pub struct Launch {
     pub credentials: Option<Credentials>,
     /// Empty the output files first (a rerun) instead of appending to them.
     pub fresh_output: bool,
+    /// The `cgroup.procs` file of the job's memory cgroup, which its first process enters.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 /// Who a job's processes run as: the owner's user, primary group and supplementary groups.
@@ -168,9 +170,10 @@ pub fn start(job_id: &str, launch: &Launch) -> io::Result<RunningJob> {
         stdout: c_path(&launch.stdout)?,
         stderr: launch.stderr.as_deref().map(c_path).transpose()?,
         fresh_output: launch.fresh_output,
+        cgroup_procs: launch.cgroup_procs.as_deref().map(c_path).transpose()?,
     };
     // SAFETY: between fork and exec the closure calls only async-signal-safe functions
-    // (setsid, sched_setaffinity, setgroups, setgid, setuid, open, dup2, close) and
+    // (setsid, sched_setaffinity, setgroups, setgid, setuid, open, write, dup2, close) and
     // allocates nothing.
     unsafe {
         command.pre_exec(move || child_setup.apply());
@@ -211,12 +214,24 @@ struct ChildSetup {
     stdout: std::ffi::CString,
     stderr: Option<std::ffi::CString>,
     fresh_output: bool,
+    cgroup_procs: Option<std::ffi::CString>,
 }
 
 impl ChildSetup {
     fn apply(&self) -> io::Result<()> {
         use nix::fcntl::{open, OFlag};
         use nix::sys::stat::Mode;
+        if let Some(procs) = &self.cgroup_procs {
+            // Into the job's cgroup while still root. Should that fail, the job runs
+            // outside it and the agent's sampling holds it to its limit instead.
+            if let Ok(fd) = open(
+                procs.as_c_str(),
+                OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                let _ = nix::unistd::write(&fd, b"0");
+            }
+        }
         nix::unistd::setsid()?;
         if let Some(set) = &self.cpu_set {
             nix::sched::sched_setaffinity(Pid::from_raw(0), set)?;
@@ -442,6 +457,7 @@ mod tests {
             cpus: Vec::new(),
             credentials: None,
             fresh_output: false,
+            cgroup_procs: None,
         }
     }
 

@@ -79,11 +79,14 @@ impl StateDir {
     /// (tests, several users) number their jobs alike; sharing `temp` itself, one's job
     /// `4[1].vm` removed the other's `TMPDIR` as it made its own.
     pub fn job_tmp_root(&self, temp: &Path) -> PathBuf {
-        temp.join(format!(
-            "hpcbox-{:016x}",
-            fnv1a(self.root.as_os_str().as_encoded_bytes())
-        ))
+        temp.join(format!("hpcbox-{}", path_tag(&self.root)))
     }
+}
+
+/// A short name that stands for `path`, the same from build to build: what tells apart the
+/// shared places (temporary directories, cgroups) of installations on one machine.
+pub fn path_tag(path: &Path) -> String {
+    format!("{:016x}", fnv1a(path.as_os_str().as_encoded_bytes()))
 }
 
 /// FNV-1a, 64 bits: a name that stays the same from build to build for the same path.

@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod cgroup;
 pub mod client;
 pub mod exec;
 pub mod home;

@@ -382,7 +382,8 @@ async fn memory_past_its_limit_kills_the_job() {
     server.start(job).await;
     let (status, usage) = server.ended(&id(5)).await;
     assert_eq!(status, -27);
-    assert!(usage.mem_kb > 50_000, "{usage:?}");
+    // Past the limit by sampling; at it exactly where a memory cgroup held the job there.
+    assert!(usage.mem_kb >= 50_000, "{usage:?}");
     let err = fs::read_to_string(world.path("err")).unwrap();
     let message = format!(
         "=>> PBS: job killed: mem {}kb exceeded limit 50000kb\n",

@@ -9,9 +9,10 @@ use hpcbox_pbs::exit::{kill_message, shell_exit_status, LimitKill};
 use nix::sys::signal::Signal;
 
 use super::setup::JobFiles;
+use crate::cgroup::MemCgroup;
 use crate::exec::{self, RunningJob};
 use crate::protocol::{AgentMessage, RunningReport, Usage};
-use crate::usage::{total_usage, Limits};
+use crate::usage::{total_usage, Exceeded, Limits};
 
 /// How long the agent waits for a job's leftover processes to die after SIGKILL.
 const LEFTOVER_WAIT: Duration = Duration::from_secs(5);
@@ -33,6 +34,8 @@ pub(crate) struct Job {
     limit_kill: Option<LimitKill>,
     /// When SIGTERM turns into SIGKILL.
     sigkill_at: Option<Instant>,
+    /// The memory cgroup that holds the job to its `mem`, when it has one.
+    cgroup: Option<MemCgroup>,
 }
 
 impl Job {
@@ -60,7 +63,13 @@ impl Job {
             last_report: now,
             limit_kill: None,
             sigkill_at: None,
+            cgroup: None,
         }
+    }
+
+    /// The job, held to its `mem` by `cgroup` too.
+    pub fn with_cgroup(self, cgroup: Option<MemCgroup>) -> Job {
+        Job { cgroup, ..self }
     }
 
     /// The job's full id.
@@ -105,6 +114,13 @@ impl Job {
                 (None, None)
             }
         };
+        // The kernel may have killed a process of the job for memory since the last sample
+        // (and the shell then ended): that ends the job for its limit all the same.
+        if self.limit_kill.is_none() {
+            if let Some(exceeded) = self.cgroup_exceeded() {
+                self.record_kill(exceeded);
+            }
+        }
         Some(
             self.limit_kill
                 .map_or_else(|| shell_exit_status(code, signal), LimitKill::exit_status),
@@ -118,6 +134,11 @@ impl Job {
         let usage = &mut self.usage;
         usage.cput = usage.cput.max(current.cpu_seconds as u64);
         usage.mem_kb = usage.mem_kb.max(current.rss_kb);
+        // The cgroup's peak counts what sampling misses between samples (and what the kernel
+        // refused: its processes never got past the limit).
+        if let Some(cgroup) = &self.cgroup {
+            usage.mem_kb = usage.mem_kb.max(cgroup.peak_kb());
+        }
         usage.vmem_kb = usage.vmem_kb.max(current.vsize_kb);
         usage.walltime = now.saturating_duration_since(self.started).as_secs();
     }
@@ -128,16 +149,37 @@ impl Job {
         if self.limit_kill.is_some() {
             return;
         }
-        let Some(exceeded) = self.limits.exceeded(&self.usage) else {
+        let Some(exceeded) = self
+            .limits
+            .exceeded(&self.usage)
+            .or_else(|| self.cgroup_exceeded())
+        else {
             return;
         };
+        self.record_kill(exceeded);
+        self.terminate(kill_delay, now);
+    }
+
+    /// The memory limit as the job's cgroup saw it pass: a process of the job killed by the
+    /// kernel for want of memory inside its limit.
+    fn cgroup_exceeded(&self) -> Option<Exceeded> {
+        let cgroup = self.cgroup.as_ref().filter(|c| c.oom_kills() > 0)?;
+        Some(Exceeded {
+            limit: LimitKill::Mem,
+            used: (cgroup.peak_kb().max(cgroup.limit_kb()) * 1024) as f64,
+            allowed: cgroup.limit_kb() * 1024,
+        })
+    }
+
+    /// Writes the kill message to the job's error file and remembers the limit, whose exit
+    /// status replaces the shell's.
+    fn record_kill(&mut self, exceeded: Exceeded) {
         let message = kill_message(exceeded.limit, exceeded.used, exceeded.allowed);
         tracing::info!(job = %self.id, message = message.trim_end(), "limit exceeded");
         if let Err(err) = append(&self.messages, &message) {
             tracing::warn!(job = %self.id, path = %self.messages.display(), %err, "cannot write the kill message");
         }
         self.limit_kill = Some(exceeded.limit);
-        self.terminate(kill_delay, now);
     }
 
     /// SIGTERM to every process of the job now, SIGKILL after `grace` (or sooner, if an earlier
@@ -167,6 +209,9 @@ impl Job {
         self.sample(Instant::now());
         kill_leftovers(&self.id, self.process.marker(), self.process.session()).await;
         self.files.remove();
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.remove();
+        }
         tracing::info!(job = %self.id, exit_status, "job ended");
         AgentMessage::Ended {
             job_id: self.id,

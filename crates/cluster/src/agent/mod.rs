@@ -40,11 +40,11 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::signal::unix::Signal;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::exec;
 use crate::protocol::{
     self, AgentMessage, JobStart, NodeReport, ServerMessage, HEARTBEAT_INTERVAL,
 };
 use crate::usage::Limits;
+use crate::{cgroup, exec};
 use job::Job;
 pub use signals::parse_signal;
 
@@ -164,6 +164,7 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
         outbox: VecDeque::new(),
         connected: false,
         last_heartbeat: Instant::now(),
+        memory_cgroups: cgroup::memory_hierarchy(),
     };
     let mut backoff = RECONNECT_FIRST;
     loop {
@@ -260,6 +261,8 @@ struct Agent {
     connected: bool,
     /// When the last heartbeat was queued (or the welcome came).
     last_heartbeat: Instant,
+    /// The hierarchy that holds jobs' memory cgroups, when this machine has one.
+    memory_cgroups: Option<(PathBuf, cgroup::Version)>,
 }
 
 impl Agent {
@@ -403,9 +406,14 @@ impl Agent {
     }
 
     fn launch(&self, start: &JobStart) -> Result<Job, setup::StartError> {
-        let prepared = setup::prepare(&self.config, start)?;
+        let mut prepared = setup::prepare(&self.config, start)?;
+        let cgroup = self.memory_cgroup(start);
+        prepared.launch.cgroup_procs = cgroup.as_ref().map(cgroup::MemCgroup::procs_file);
         let process = exec::start(&start.job_id, &prepared.launch).map_err(|err| {
             prepared.files.remove();
+            if let Some(cgroup) = &cgroup {
+                cgroup.remove();
+            }
             setup::StartError {
                 exit_status: spawn_failure_status(&err),
                 message: err.to_string(),
@@ -422,7 +430,28 @@ impl Agent {
             prepared.messages,
             limits,
             start.threads,
-        ))
+        )
+        .with_cgroup(cgroup))
+    }
+
+    /// The memory cgroup of a job with a `mem` limit, where this machine offers them and the
+    /// agent may make them; otherwise the agent's sampling alone holds the job to it.
+    fn memory_cgroup(&self, start: &JobStart) -> Option<cgroup::MemCgroup> {
+        let limit_kb = start.mem_limit_kb?;
+        let (hierarchy, version) = self.memory_cgroups.as_ref()?;
+        let installation = crate::home::path_tag(&self.config.aux_dir);
+        match cgroup::MemCgroup::create(
+            (hierarchy, *version),
+            &installation,
+            &start.job_id,
+            limit_kb,
+        ) {
+            Ok(cgroup) => Some(cgroup),
+            Err(err) => {
+                tracing::debug!(job = %start.job_id, %err, "no memory cgroup for the job");
+                None
+            }
+        }
     }
 
     fn job_mut(&mut self, job_id: &str) -> Option<&mut Job> {

@@ -130,6 +130,7 @@ pub(crate) fn prepare(config: &AgentConfig, job: &JobStart) -> Result<Prepared, 
             cpus: job.cpus.clone(),
             credentials: account.credentials,
             fresh_output: job.rerun,
+            cgroup_procs: None,
         },
         files,
     })
