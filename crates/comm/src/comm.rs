@@ -67,6 +67,19 @@ impl Communicator {
         self.rank
     }
 
+    /// How messages to `rank` travel: `"self"`, `"shm"` (shared memory), `"tcp"` or `"mpi"`
+    /// (the system MPI of the `mpi` feature).
+    ///
+    /// ```
+    /// let world = hpcbox_comm::init()?;
+    /// assert_eq!(world.route_to(world.rank())?, "self");
+    /// # Ok::<(), hpcbox_comm::Error>(())
+    /// ```
+    pub fn route_to(&self, rank: usize) -> Result<&'static str> {
+        let world = self.world_rank(rank)?;
+        Ok(self.engine.borrow().route(world))
+    }
+
     /// The number of ranks in the communicator (MPI_Comm_size).
     pub fn size(&self) -> usize {
         self.group.len()

@@ -568,6 +568,17 @@ impl Engine {
         }
     }
 
+    /// How messages to world rank `peer` travel (see [`Communicator::route_to`]).
+    ///
+    /// [`Communicator::route_to`]: crate::Communicator::route_to
+    pub(crate) fn route(&self, peer: usize) -> &'static str {
+        match &self.transport {
+            _ if peer == self.rank => "self",
+            Some(t) => t.route(peer),
+            None => "self",
+        }
+    }
+
     /// Whether the transport may have bytes for us (see [`Transport::has_input`]): from the
     /// awaited rank alone in a focused poll.
     fn has_input(&self) -> bool {

@@ -6,7 +6,7 @@
 //! | `HPCBOX_SIZE` | number of ranks in the world |
 //! | `HPCBOX_RENDEZVOUS` | a directory all ranks of the job share (shared-memory inboxes, TCP addresses), or `tcp://HOST:PORT`, the launcher's rendezvous for worlds that span hosts (TCP transport, see below) |
 //! | `HPCBOX_JOBKEY` | a token unique to the launch; names the rendezvous directory |
-//! | `HPCBOX_TRANSPORT` | `shm` (default) or `tcp` (loopback TCP) |
+//! | `HPCBOX_TRANSPORT` | `shm` (default: shared memory between the ranks of one node, TCP between nodes) or `tcp` (TCP between every pair, loopback within a node) |
 //! | `HPCBOX_SHM_SINGLE_COPY` | `on` (default): messages ≥ 128 KiB are copied once, straight from the sender's memory; `off`: everything streams through the rings; `refuse`: receivers decline (tests the fallback); `unhelped`: senders never write their half of a shared copy (tests that fallback) |
 //! | `HPCBOX_SHM_RING_BYTES` | capacity of each shared-memory ring, a power of two ≥ 4096 (default: [`default_ring_bytes`]) |
 //!
@@ -63,9 +63,10 @@ pub fn default_ring_bytes(size: usize) -> usize {
 /// How ranks reach each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportKind {
-    /// Single-producer/single-consumer rings in shared memory (one node).
+    /// Single-producer/single-consumer rings in shared memory between the ranks of one
+    /// node; TCP between nodes.
     Shm,
-    /// TCP over loopback.
+    /// TCP between every pair of ranks (over loopback within a node).
     Tcp,
 }
 
@@ -177,10 +178,6 @@ impl WorldEnv {
                 "tcp" => TransportKind::Tcp,
                 _ => return Err(env_err(ENV_TRANSPORT, &t, "must be shm or tcp")),
             };
-        }
-        if matches!(w.rendezvous, Some(Rendezvous::Tcp(_))) {
-            // No shared directory, maybe several nodes: TCP between every pair.
-            w.transport = TransportKind::Tcp;
         }
         if let Some(v) = get(ENV_SHM_SINGLE_COPY) {
             w.single_copy = match v.as_str() {
@@ -297,14 +294,16 @@ mod tests {
     }
 
     #[test]
-    fn tcp_rendezvous_means_tcp() {
-        let w = world(&[
+    fn a_tcp_rendezvous_keeps_shared_memory_within_nodes_unless_tcp_is_asked() {
+        let env = [
             ("HPCBOX_RANK", "1"),
             ("HPCBOX_SIZE", "2"),
             ("HPCBOX_RENDEZVOUS", "tcp://127.0.0.1:5000"),
-        ])
-        .unwrap();
+        ];
+        let w = world(&env).unwrap();
         assert_eq!(w.rendezvous, Some(Rendezvous::Tcp("127.0.0.1:5000".into())));
+        assert_eq!(w.transport, TransportKind::Shm);
+        let w = world(&[env[0], env[1], env[2], ("HPCBOX_TRANSPORT", "tcp")]).unwrap();
         assert_eq!(w.transport, TransportKind::Tcp);
     }
 

@@ -405,8 +405,14 @@ fn make_rendezvous(key: &str, np: usize) -> Result<RendezvousDir> {
 enum Meeting {
     /// The rendezvous directory.
     Dir(RendezvousDir),
-    /// The TCP rendezvous and the `HPCBOX_RENDEZVOUS` value that reaches it.
-    Tcp(Server, String),
+    /// The TCP rendezvous, the `HPCBOX_RENDEZVOUS` value that reaches it, and the directory
+    /// where this node's ranks of the world meet, if it has several (removed at the end,
+    /// whatever became of them; other nodes' ranks remove theirs as they end).
+    Tcp {
+        server: Server,
+        url: String,
+        _here: RendezvousDir,
+    },
 }
 
 impl Meeting {
@@ -421,14 +427,19 @@ impl Meeting {
         };
         let server = Server::start(spec.np, key)?;
         let url = server.url(rendezvous_host(spec, peer));
-        Ok(Meeting::Tcp(server, url))
+        let here = RendezvousDir(crate::transport::hybrid::meeting_dir(key));
+        Ok(Meeting::Tcp {
+            server,
+            url,
+            _here: here,
+        })
     }
 
     /// The value of `HPCBOX_RENDEZVOUS`.
     fn value(&self) -> String {
         match self {
             Meeting::Dir(d) => d.0.to_string_lossy().into_owned(),
-            Meeting::Tcp(_, url) => url.clone(),
+            Meeting::Tcp { url, .. } => url.clone(),
         }
     }
 
@@ -436,13 +447,13 @@ impl Meeting {
     fn blocked_call(&self, rank: usize) -> Option<String> {
         match self {
             Meeting::Dir(d) => crate::blocked::read(&d.0, rank),
-            Meeting::Tcp(..) => None,
+            Meeting::Tcp { .. } => None,
         }
     }
 
     /// Ends every rank's lifeline (TCP rendezvous): remote ranks then end themselves.
     fn stop(&self) {
-        if let Meeting::Tcp(server, _) = self {
+        if let Meeting::Tcp { server, .. } = self {
             server.stop();
         }
     }

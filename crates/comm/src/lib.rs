@@ -6,7 +6,8 @@
 //! rendezvous directory from the environment ([`env`](mod@env)); started alone it is a world of one.
 //! Ranks on one node exchange messages through shared-memory rings; `HPCBOX_TRANSPORT=tcp`
 //! switches to loopback TCP. A world that spans hosts (a hostfile naming other machines)
-//! meets through the launcher's TCP rendezvous and uses TCP throughout. Built with the `mpi`
+//! meets through the launcher's TCP rendezvous and uses TCP between hosts and shared memory
+//! between the ranks of one host ([`Communicator::route_to`] tells which). Built with the `mpi`
 //! feature, a program started by a system MPI's `mpirun` (Open MPI, MPICH, or `srun` with
 //! PMI) calls MPI_Init and sends every message through that MPI instead, with the same API
 //! and semantics (matching, ordering and the collectives' algorithms stay hpcbox's).
@@ -96,9 +97,9 @@ pub fn init_with(env: &WorldEnv) -> Result<Communicator> {
         }
         _ => None,
     };
-    // Single copy needs both ranks on one node, so shared memory.
-    let single_copy = match (&joined, env.transport) {
-        (Some(_), TransportKind::Shm) => env.single_copy,
+    // Single copy needs both ranks on one node, so a world of one node on shared memory.
+    let single_copy = match (&joined, &env.rendezvous, env.transport) {
+        (Some(_), Some(Rendezvous::Dir(_)), TransportKind::Shm) => env.single_copy,
         _ => env::SingleCopy::Off,
     };
     let (transport, peers) = joined.unzip();
@@ -125,7 +126,7 @@ fn connect(
     env: &WorldEnv,
     rendezvous: &Rendezvous,
 ) -> Result<(Box<dyn transport::Transport>, engine::PeerWatch)> {
-    use transport::{shm::ShmTransport, tcp::TcpTransport};
+    use transport::{hybrid, shm::ShmTransport, tcp::TcpTransport};
     Ok(match (rendezvous, env.transport) {
         (Rendezvous::Dir(dir), TransportKind::Shm) => (
             Box::new(ShmTransport::new(dir, env.rank, env.size, env.ring_bytes)?),
@@ -135,12 +136,22 @@ fn connect(
             Box::new(TcpTransport::new(dir, env.rank, env.size)?),
             engine::PeerWatch::Dir(dir.clone()),
         ),
-        (Rendezvous::Tcp(addr), _) => {
+        (Rendezvous::Tcp(addr), kind) => {
             let j = rendezvous::join(addr, &env.jobkey, env.rank, env.size)?;
-            (
-                Box::new(TcpTransport::with_table(j.listener, env.rank, j.table)?),
-                engine::PeerWatch::Lifeline(j.lifeline),
-            )
+            let tcp = TcpTransport::with_table(j.listener, env.rank, j.table)?;
+            let transport: Box<dyn transport::Transport> =
+                if kind == TransportKind::Shm && hybrid::shares_a_node(env.rank, &j.nodes) {
+                    Box::new(hybrid::HybridTransport::new(
+                        tcp,
+                        env.rank,
+                        &j.nodes,
+                        &env.jobkey,
+                        env.ring_bytes,
+                    )?)
+                } else {
+                    Box::new(tcp)
+                };
+            (transport, engine::PeerWatch::Lifeline(j.lifeline))
         }
     })
 }

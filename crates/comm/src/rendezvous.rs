@@ -1,8 +1,8 @@
 //! The TCP rendezvous of worlds that span hosts (`HPCBOX_RENDEZVOUS=tcp://HOST:PORT`).
 //!
-//! The launcher listens ([`Server`]); every rank connects, registers its rank and the
-//! address of its own TCP listener ([`join`]), and once all have registered gets the full
-//! address table back. The connection then stays open as the rank's lifeline: the launcher
+//! The launcher listens ([`Server`]); every rank connects, registers its rank, the address
+//! of its own TCP listener and its node ([`node_id`]) ([`join`]), and once all have registered
+//! gets the full table back (ranks on one node then talk through shared memory). The connection then stays open as the rank's lifeline: the launcher
 //! relays each rank's "finished" to the others (so a wait on finished peers fails instead of
 //! hanging, as the finished-marker files do on one node), and when the launcher tells the
 //! rank to stop or goes away, the rank kills itself (ssh does not forward signals, so this
@@ -32,6 +32,7 @@ enum ToLauncher {
         jobkey: String,
         rank: u32,
         addr: SocketAddr,
+        node: String,
     },
     /// The rank has ended its engine and sent everything.
     Finished,
@@ -41,7 +42,7 @@ enum ToLauncher {
 #[derive(Serialize, Deserialize, Debug)]
 enum ToRank {
     /// Every rank's listener address, by rank.
-    Table(Vec<SocketAddr>),
+    Table(Vec<(SocketAddr, String)>),
     /// This rank has finished.
     Finished(u32),
     /// End now: the world is over.
@@ -72,7 +73,7 @@ fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> std::io::Result<T> {
 /// Registrations so far, and the connections to every registered rank.
 struct Registry {
     jobkey: String,
-    addrs: Vec<Option<SocketAddr>>,
+    addrs: Vec<Option<(SocketAddr, String)>>,
     conns: Vec<Option<TcpStream>>,
     registered: usize,
     stopped: bool,
@@ -80,15 +81,15 @@ struct Registry {
 
 impl Registry {
     /// Records `rank`'s registration; sends every rank the table once all are in.
-    fn register(&mut self, rank: usize, addr: SocketAddr, conn: TcpStream) -> bool {
+    fn register(&mut self, rank: usize, entry: (SocketAddr, String), conn: TcpStream) -> bool {
         if rank >= self.addrs.len() || self.addrs[rank].is_some() || self.stopped {
             return false;
         }
-        self.addrs[rank] = Some(addr);
+        self.addrs[rank] = Some(entry);
         self.conns[rank] = Some(conn);
         self.registered += 1;
         if self.registered == self.addrs.len() {
-            let table: Vec<SocketAddr> = self.addrs.iter().flatten().copied().collect();
+            let table: Vec<(SocketAddr, String)> = self.addrs.iter().flatten().cloned().collect();
             self.broadcast(&ToRank::Table(table), None);
         }
         true
@@ -192,7 +193,13 @@ fn accept_loop(listener: TcpListener, reg: Arc<Mutex<Registry>>, closing: Arc<At
 fn serve_rank(mut conn: TcpStream, reg: &Mutex<Registry>) {
     let _ = conn.set_nodelay(true);
     let _ = conn.set_read_timeout(Some(super::transport::RENDEZVOUS_TIMEOUT));
-    let Ok(ToLauncher::Hello { jobkey, rank, addr }) = read_frame(&mut conn) else {
+    let Ok(ToLauncher::Hello {
+        jobkey,
+        rank,
+        addr,
+        node,
+    }) = read_frame(&mut conn)
+    else {
         return;
     };
     let _ = conn.set_read_timeout(None);
@@ -202,7 +209,7 @@ fn serve_rank(mut conn: TcpStream, reg: &Mutex<Registry>) {
         let Ok(writer) = conn.try_clone() else {
             return;
         };
-        if jobkey != r.jobkey || !r.register(rank, addr, writer) {
+        if jobkey != r.jobkey || !r.register(rank, (addr, node), writer) {
             return;
         }
     }
@@ -253,8 +260,22 @@ pub(crate) struct Joined {
     pub(crate) listener: TcpListener,
     /// Every rank's listener address, by rank.
     pub(crate) table: Vec<SocketAddr>,
+    /// Every rank's node ([`node_id`]), by rank.
+    pub(crate) nodes: Vec<String>,
     /// The connection to the launcher.
     pub(crate) lifeline: Arc<Lifeline>,
+}
+
+/// What names this rank's node: ranks with equal names share a kernel and its shared memory.
+/// `HPCBOX_NODE_ID` when set (tests that play several hosts on one machine), else the host
+/// name and the kernel's boot id (containers on one kernel have host names of their own).
+pub(crate) fn node_id() -> String {
+    if let Some(id) = std::env::var_os("HPCBOX_NODE_ID").filter(|v| !v.is_empty()) {
+        return id.to_string_lossy().into_owned();
+    }
+    let host = crate::launch::hostname();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    format!("{host}/{}", boot.trim())
 }
 
 /// Registers `rank` of `size` with the launcher at `url` (`tcp://HOST:PORT`), waits for the
@@ -280,12 +301,13 @@ pub(crate) fn join(url: &str, jobkey: &str, rank: usize, size: usize) -> Result<
         jobkey: jobkey.to_string(),
         rank: rank as u32,
         addr: mine,
+        node: node_id(),
     };
     write_frame(&mut conn, &hello).map_err(fail("registering"))?;
     conn.set_read_timeout(Some(super::transport::RENDEZVOUS_TIMEOUT))
         .map_err(fail("configuring"))?;
-    let table = match read_frame(&mut conn) {
-        Ok(ToRank::Table(t)) if t.len() == size => t,
+    let (table, nodes): (Vec<SocketAddr>, Vec<String>) = match read_frame(&mut conn) {
+        Ok(ToRank::Table(t)) if t.len() == size => t.into_iter().unzip(),
         Ok(_) => die(),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => die(),
         Err(e) => return Err(fail("waiting for the other ranks")(e)),
@@ -297,6 +319,7 @@ pub(crate) fn join(url: &str, jobkey: &str, rank: usize, size: usize) -> Result<
     Ok(Joined {
         listener,
         table,
+        nodes,
         lifeline: Arc::new(Lifeline {
             finished,
             to_launcher: Mutex::new(conn),
@@ -343,6 +366,9 @@ mod tests {
         assert_eq!(zero.table, one.table);
         assert_eq!(zero.table[0], zero.listener.local_addr().unwrap());
         assert_eq!(one.table[1], one.listener.local_addr().unwrap());
+        // Both run in this process, so on one node.
+        assert_eq!(zero.nodes, vec![node_id(), node_id()]);
+        assert_eq!(zero.nodes, one.nodes);
         one.lifeline.announce_finished();
         let t = std::time::Instant::now();
         while !zero.lifeline.finished(1) && t.elapsed() < Duration::from_secs(10) {
@@ -363,6 +389,7 @@ mod tests {
             jobkey: "nope".into(),
             rank: 0,
             addr: "127.0.0.1:1".parse().unwrap(),
+            node: "n".into(),
         };
         write_frame(&mut conn, &hello).unwrap();
         // The server drops the connection without an answer.

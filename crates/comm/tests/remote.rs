@@ -33,6 +33,17 @@ fn body_hello() -> Res {
     Ok(())
 }
 
+/// How this rank reaches every rank, in rank order.
+fn body_routes() -> Res {
+    let w = hpcbox_comm::init().map_err(e)?;
+    let routes = (0..w.size())
+        .map(|r| w.route_to(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(e)?;
+    println!("routes {}", routes.join(","));
+    w.barrier().map_err(e)
+}
+
 fn body_allreduce() -> Res {
     let w = hpcbox_comm::init().map_err(e)?;
     let got = w.allreduce(&[w.rank() as u64 + 1, 1], Op::Sum).map_err(e)?;
@@ -85,6 +96,7 @@ fn run_body(name: &str) -> Res {
     match name {
         "hello" => body_hello(),
         "allreduce" => body_allreduce(),
+        "routes" => body_routes(),
         "fail" => body_fail(),
         "orphan" => body_orphan(),
         _ => Err(format!("no rank body {name}")),
@@ -133,7 +145,9 @@ fn tmpdir() -> PathBuf {
 }
 
 /// Writes the fake agent into `dir`: `fake-rsh HOST COMMAND` appends HOST to `hosts.log`
-/// and runs COMMAND with `sh`, in a new session, with `FAKE_HOST=HOST`.
+/// and runs COMMAND with `sh`, in a new session, with `FAKE_HOST=HOST` and HOST as the node
+/// the ranks report (`HPCBOX_NODE_ID`), so that ranks of one fake host share memory and
+/// ranks of two do not.
 fn fake_rsh(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("fake-rsh");
@@ -142,7 +156,8 @@ host=$1
 shift
 echo "$host" >> "$(dirname "$0")/hosts.log"
 FAKE_HOST=$host
-export FAKE_HOST
+HPCBOX_NODE_ID=$host
+export FAKE_HOST HPCBOX_NODE_ID
 setsid -w sh -c "$1
 exit \$?"
 "#;
@@ -215,6 +230,34 @@ fn case_mixed_world() -> Res {
     Ok(())
 }
 
+/// Ranks of one node talk through shared memory, ranks of two through TCP; everything
+/// through TCP when asked (`HPCBOX_TRANSPORT=tcp`).
+fn case_routes() -> Res {
+    let w = world(4, TWO_NODES, "routes", &[]);
+    w.expect_success("routes")?;
+    for (rank, want) in [
+        (0, "routes self,shm,tcp,tcp"),
+        (1, "routes shm,self,tcp,tcp"),
+        (2, "routes tcp,tcp,self,shm"),
+        (3, "routes tcp,tcp,shm,self"),
+    ] {
+        check!(w.stdout(rank) == [want], "rank {rank}: {:?}", w.lines);
+    }
+    let w = world(3, "localhost\nnodeA slots=2\n", "routes", &[]);
+    w.expect_success("mixed routes")?;
+    check!(w.stdout(0) == ["routes self,tcp,tcp"], "{:?}", w.lines);
+    check!(w.stdout(2) == ["routes tcp,shm,self"], "{:?}", w.lines);
+    let w = world(
+        4,
+        TWO_NODES,
+        "routes",
+        &[("HPCBOX_TRANSPORT", "tcp".into())],
+    );
+    w.expect_success("tcp routes")?;
+    check!(w.stdout(1) == ["routes tcp,self,tcp,tcp"], "{:?}", w.lines);
+    Ok(())
+}
+
 fn case_allreduce() -> Res {
     for (np, hostfile) in [(4, TWO_NODES), (5, TWO_NODES), (3, "localhost\nnodeB:2\n")] {
         let w = world(np, hostfile, "allreduce", &[]);
@@ -281,6 +324,7 @@ fn main() {
     let cases: &[(&str, Case)] = &[
         ("hello", case_hello),
         ("mixed_world", case_mixed_world),
+        ("routes", case_routes),
         ("allreduce", case_allreduce),
         ("remote_failure", case_remote_failure),
         ("wait_on_finished_ranks", case_wait_on_finished_ranks),

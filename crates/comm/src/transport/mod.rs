@@ -1,6 +1,7 @@
 //! Byte streams between ranks. A transport moves bytes; framing, matching and progress live in
 //! [`crate::engine`], the same for every transport.
 
+pub(crate) mod hybrid;
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;
 pub(crate) mod shm;
@@ -32,6 +33,9 @@ pub(crate) trait Transport {
         let _ = src;
         self.has_input()
     }
+
+    /// How this transport reaches world rank `peer`: `"shm"`, `"tcp"` or `"mpi"`.
+    fn route(&self, peer: usize) -> &'static str;
 
     /// Takes in newly arrived peers (TCP connections); nothing to do for shared memory.
     fn accept(&mut self) -> Result<()> {

@@ -227,6 +227,10 @@ impl MpiTransport {
 }
 
 impl Transport for MpiTransport {
+    fn route(&self, _peer: usize) -> &'static str {
+        "mpi"
+    }
+
     fn write_some(&mut self, dest: usize, bufs: &[&[u8]]) -> Result<usize> {
         if self.in_flight_bytes >= IN_FLIGHT_LIMIT {
             self.reap()?;

@@ -449,6 +449,10 @@ impl ShmTransport {
 }
 
 impl Transport for ShmTransport {
+    fn route(&self, _peer: usize) -> &'static str {
+        "shm"
+    }
+
     fn write_some(&mut self, dest: usize, bufs: &[&[u8]]) -> Result<usize> {
         if self.tx[dest].is_none() && !self.open_peer(dest)? {
             return Ok(0);

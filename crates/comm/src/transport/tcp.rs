@@ -153,6 +153,10 @@ impl TcpTransport {
 }
 
 impl Transport for TcpTransport {
+    fn route(&self, _peer: usize) -> &'static str {
+        "tcp"
+    }
+
     fn write_some(&mut self, dest: usize, bufs: &[&[u8]]) -> Result<usize> {
         if self.tx[dest].is_none() && !self.connect(dest)? {
             return Ok(0);
