@@ -536,6 +536,14 @@ impl Engine {
         }
     }
 
+    /// Keeps single copy to the peers `same_node` marks (by world rank): to the others (on
+    /// other nodes, where a descriptor's process id means nothing) everything streams.
+    pub(crate) fn single_copy_only_to(&mut self, same_node: &[bool]) {
+        for (declined, &same) in self.declined.iter_mut().zip(same_node) {
+            *declined |= !same;
+        }
+    }
+
     /// Announces this rank finished through `peers` when the engine ends, and lets long
     /// waits notice that every other rank has finished, so that such a wait fails instead
     /// of hanging.
@@ -701,13 +709,13 @@ impl Engine {
             _ => {}
         }
         if msg.kind & single_copy::REMOTE != 0 {
-            if self.single_copy != SingleCopy::Refuse && self.pull_landed(src, &msg)? {
+            // Never from a peer single copy does not reach (another node: the descriptor's
+            // process id would name some process of this one).
+            let pull = self.single_copy != SingleCopy::Refuse && !self.declined[src];
+            if pull && self.pull_landed(src, &msg)? {
                 return Ok(());
             }
-            let data = match self.single_copy {
-                SingleCopy::Refuse => None,
-                _ => single_copy::pull(&msg.data),
-            };
+            let data = pull.then(|| single_copy::pull(&msg.data)).flatten();
             self.acknowledge(src, data.is_some());
             // When declined, the payload follows through the ring as an ordinary message.
             let Some(data) = data else {

@@ -97,16 +97,24 @@ pub fn init_with(env: &WorldEnv) -> Result<Communicator> {
         }
         _ => None,
     };
-    // Single copy needs both ranks on one node, so a world of one node on shared memory.
-    let single_copy = match (&joined, &env.rendezvous, env.transport) {
-        (Some(_), Some(Rendezvous::Dir(_)), TransportKind::Shm) => env.single_copy,
-        _ => env::SingleCopy::Off,
+    let Some(link) = joined else {
+        let engine = engine::Engine::new(env.rank, env.size, None, env::SingleCopy::Off);
+        return Ok(world_communicator(engine, env.rank, env.size));
     };
-    let (transport, peers) = joined.unzip();
-    let mut engine = engine::Engine::new(env.rank, env.size, transport, single_copy);
-    if let Some(peers) = peers {
-        engine.watch_peers(peers);
-    }
+    // Single copy reads another process's memory, so only between ranks of one node.
+    let shares_memory = link
+        .same_node
+        .iter()
+        .enumerate()
+        .any(|(r, &same)| same && r != env.rank);
+    let single_copy = if shares_memory {
+        env.single_copy
+    } else {
+        env::SingleCopy::Off
+    };
+    let mut engine = engine::Engine::new(env.rank, env.size, Some(link.transport), single_copy);
+    engine.single_copy_only_to(&link.same_node);
+    engine.watch_peers(link.peers);
     Ok(world_communicator(engine, env.rank, env.size))
 }
 
@@ -121,37 +129,50 @@ fn world_communicator(engine: engine::Engine, rank: usize, size: usize) -> Commu
     }
 }
 
-/// This rank's transport to its peers, and how it hears that they finished.
-fn connect(
-    env: &WorldEnv,
-    rendezvous: &Rendezvous,
-) -> Result<(Box<dyn transport::Transport>, engine::PeerWatch)> {
+/// This rank's link to its world: the transport, how it hears that peers finished, and
+/// which peers (by world rank) share its node's memory through that transport.
+struct Link {
+    transport: Box<dyn transport::Transport>,
+    peers: engine::PeerWatch,
+    same_node: Vec<bool>,
+}
+
+/// Joins the world at `rendezvous` (see [`Link`]).
+fn connect(env: &WorldEnv, rendezvous: &Rendezvous) -> Result<Link> {
     use transport::{hybrid, shm::ShmTransport, tcp::TcpTransport};
+    let link = |transport: Box<dyn transport::Transport>, peers, same_node| Link {
+        transport,
+        peers,
+        same_node,
+    };
     Ok(match (rendezvous, env.transport) {
-        (Rendezvous::Dir(dir), TransportKind::Shm) => (
+        (Rendezvous::Dir(dir), TransportKind::Shm) => link(
             Box::new(ShmTransport::new(dir, env.rank, env.size, env.ring_bytes)?),
             engine::PeerWatch::Dir(dir.clone()),
+            vec![true; env.size],
         ),
-        (Rendezvous::Dir(dir), TransportKind::Tcp) => (
+        (Rendezvous::Dir(dir), TransportKind::Tcp) => link(
             Box::new(TcpTransport::new(dir, env.rank, env.size)?),
             engine::PeerWatch::Dir(dir.clone()),
+            vec![false; env.size],
         ),
         (Rendezvous::Tcp(addr), kind) => {
             let j = rendezvous::join(addr, &env.jobkey, env.rank, env.size)?;
             let tcp = TcpTransport::with_table(j.listener, env.rank, j.table)?;
-            let transport: Box<dyn transport::Transport> =
-                if kind == TransportKind::Shm && hybrid::shares_a_node(env.rank, &j.nodes) {
-                    Box::new(hybrid::HybridTransport::new(
-                        tcp,
-                        env.rank,
-                        &j.nodes,
-                        &env.jobkey,
-                        env.ring_bytes,
-                    )?)
-                } else {
-                    Box::new(tcp)
-                };
-            (transport, engine::PeerWatch::Lifeline(j.lifeline))
+            let peers = engine::PeerWatch::Lifeline(j.lifeline);
+            if kind == TransportKind::Shm && hybrid::shares_a_node(env.rank, &j.nodes) {
+                let same_node = j.nodes.iter().map(|n| *n == j.nodes[env.rank]).collect();
+                let hybrid = hybrid::HybridTransport::new(
+                    tcp,
+                    env.rank,
+                    &j.nodes,
+                    &env.jobkey,
+                    env.ring_bytes,
+                )?;
+                link(Box::new(hybrid), peers, same_node)
+            } else {
+                link(Box::new(tcp), peers, vec![false; env.size])
+            }
         }
     })
 }
