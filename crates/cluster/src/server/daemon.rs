@@ -165,11 +165,29 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Unix
     }
 }
 
+/// The user name of `uid`, remembered for a minute: looking it up reads the password
+/// database (nsswitch.conf, then /etc/passwd or a directory service) on every request, a
+/// good part of a `qsub`'s time in the server.
 fn user_name(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    const KEEP: Duration = Duration::from_secs(60);
+    static NAMES: Mutex<Option<HashMap<u32, (String, Instant)>>> = Mutex::new(None);
+    let now = Instant::now();
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    let names = names.get_or_insert_with(HashMap::new);
+    if let Some((name, at)) = names.get(&uid) {
+        if now.duration_since(*at) < KEEP {
+            return name.clone();
+        }
+    }
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
-        .map_or_else(|| uid.to_string(), |user| user.name)
+        .map_or_else(|| uid.to_string(), |user| user.name);
+    names.insert(uid, (name.clone(), now));
+    name
 }
 
 fn router(shared: Arc<Shared>) -> Router {
