@@ -87,7 +87,7 @@ impl MemCgroup {
         match set {
             Ok(()) => Ok(cgroup),
             Err(err) => {
-                cgroup.remove();
+                let _ = cgroup.remove();
                 Err(err)
             }
         }
@@ -131,17 +131,18 @@ impl MemCgroup {
         bytes.unwrap_or(0) / 1024
     }
 
-    /// Removes the cgroup once its processes are gone; a failure is logged, never fatal.
-    pub fn remove(&self) {
-        // A cgroup whose last process has just died may take a moment to be removable.
-        for _ in 0..50 {
-            match fs::remove_dir(&self.dir) {
-                Ok(()) => return,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => return,
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
+    /// Removes the cgroup, which its processes must have left; whether it is gone. A cgroup
+    /// whose last process has just died may take a moment to be removable: try again.
+    pub fn remove(&self) -> bool {
+        match fs::remove_dir(&self.dir) {
+            Ok(()) => true,
+            Err(err) => err.kind() == io::ErrorKind::NotFound,
         }
-        tracing::warn!(cgroup = %self.dir.display(), "cannot remove the job's cgroup");
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.dir
     }
 }
 

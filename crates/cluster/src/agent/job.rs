@@ -210,7 +210,7 @@ impl Job {
         kill_leftovers(&self.id, self.process.marker(), self.process.session()).await;
         self.files.remove();
         if let Some(cgroup) = &self.cgroup {
-            cgroup.remove();
+            remove_cgroup(cgroup).await;
         }
         tracing::info!(job = %self.id, exit_status, "job ended");
         AgentMessage::Ended {
@@ -233,6 +233,18 @@ async fn kill_leftovers(job_id: &str, marker: &str, session: nix::unistd::Pid) {
         }
         if Instant::now() >= deadline {
             tracing::warn!(job = job_id, left, "processes of the job survive SIGKILL");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Removes the job's cgroup once the kernel lets it (its processes have just died).
+async fn remove_cgroup(cgroup: &MemCgroup) {
+    let deadline = Instant::now() + LEFTOVER_WAIT;
+    while !cgroup.remove() {
+        if Instant::now() >= deadline {
+            tracing::warn!(cgroup = %cgroup.path().display(), "cannot remove the job's cgroup");
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

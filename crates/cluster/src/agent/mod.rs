@@ -411,8 +411,9 @@ impl Agent {
         prepared.launch.cgroup_procs = cgroup.as_ref().map(cgroup::MemCgroup::procs_file);
         let process = exec::start(&start.job_id, &prepared.launch).map_err(|err| {
             prepared.files.remove();
-            if let Some(cgroup) = &cgroup {
-                cgroup.remove();
+            // Nothing entered it: the job's first process never started.
+            if let Some(cgroup) = cgroup.as_ref().filter(|c| !c.remove()) {
+                tracing::warn!(cgroup = %cgroup.path().display(), "cannot remove the job's cgroup");
             }
             setup::StartError {
                 exit_status: spawn_failure_status(&err),
