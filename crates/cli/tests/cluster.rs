@@ -201,6 +201,36 @@ fn qdel_ends_a_running_job_and_everything_it_started() {
     assert!(comment.contains("and terminated"), "{comment}");
 }
 
+/// With a cgroup per job (root, a memory hierarchy), qdel ends even a process that left the
+/// job's session and cleared its environment, so that neither mark the agent otherwise finds a
+/// job's processes by is left on it.
+#[test]
+fn qdel_ends_a_process_that_left_the_session_and_cleared_its_environment() {
+    if !memory_cgroups_usable() {
+        eprintln!("skipped: no memory cgroup this process may make (root and a memory hierarchy)");
+        return;
+    }
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let marker = cluster.work.join("escaped.pid");
+    let script = format!(
+        "setsid env -i /bin/sh -c 'echo $$ > {}; exec sleep 1000' &\nsleep 1000\n",
+        marker.display()
+    );
+    let id = cluster.qsub("esc.pbs", &script, &[]);
+    let escaped = wait_for_pid(&marker);
+    assert!(cluster.run("qdel", &[&id]).status.success());
+    cluster.wait_state(&id, "F");
+    // Its reaper may take a moment once the job has ended.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{escaped}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_gone(escaped);
+}
+
 #[test]
 fn qdel_ends_the_ranks_a_system_mpiexec_started_in_the_job() {
     if !system_mpi_with_mpi4py() {

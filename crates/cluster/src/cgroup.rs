@@ -1,6 +1,8 @@
 //! Memory cgroups for jobs, where the kernel offers them and the agent may make them (root,
 //! as PBS's cgroups hook runs): the kernel then holds a job to its `mem` at every allocation,
-//! where the agent's sampling of resident sizes sees a job only once a second.
+//! where the agent's sampling of resident sizes sees a job only once a second, and the cgroup
+//! lists every process of the job, also one that left its session and cleared its
+//! environment (the marks the agent otherwise finds a job's processes by).
 //!
 //! A job's cgroup is `<memory hierarchy>/hpcbox/<installation>/<job id>`: in the memory
 //! controller's own hierarchy under cgroup v1 (`memory.limit_in_bytes`, and
@@ -45,18 +47,18 @@ pub fn memory_hierarchy() -> Option<(PathBuf, Version)> {
 pub struct MemCgroup {
     dir: PathBuf,
     version: Version,
-    limit_kb: u64,
+    limit_kb: Option<u64>,
 }
 
 impl MemCgroup {
     /// Makes the cgroup of job `job_id` of installation `installation` under `hierarchy`,
-    /// holding it to `limit_kb`. An error when the hierarchy does not allow it (not root, a
-    /// read-only mount, no delegation).
+    /// holding it to `limit_kb` when given. An error when the hierarchy does not allow it (not
+    /// root, a read-only mount, no delegation).
     pub fn create(
         (hierarchy, version): (&Path, Version),
         installation: &str,
         job_id: &str,
-        limit_kb: u64,
+        limit_kb: Option<u64>,
     ) -> io::Result<MemCgroup> {
         let parent = hierarchy.join("hpcbox").join(installation);
         if version == Version::V2 {
@@ -72,6 +74,9 @@ impl MemCgroup {
             dir,
             version,
             limit_kb,
+        };
+        let Some(limit_kb) = limit_kb else {
+            return Ok(cgroup);
         };
         let bytes = (limit_kb * 1024).to_string();
         let set = match version {
@@ -93,13 +98,28 @@ impl MemCgroup {
         }
     }
 
+    /// The cgroup an earlier run of the agent made for job `job_id` of `installation`, if it
+    /// is still there (the agent was killed while the job ran).
+    pub fn left_behind(
+        (hierarchy, version): (&Path, Version),
+        installation: &str,
+        job_id: &str,
+    ) -> Option<MemCgroup> {
+        let dir = hierarchy.join("hpcbox").join(installation).join(job_id);
+        dir.is_dir().then_some(MemCgroup {
+            dir,
+            version,
+            limit_kb: None,
+        })
+    }
+
     /// The file a process writes `0` to in order to enter the cgroup.
     pub fn procs_file(&self) -> PathBuf {
         self.dir.join("cgroup.procs")
     }
 
-    /// The limit it holds the job to.
-    pub fn limit_kb(&self) -> u64 {
+    /// The limit it holds the job to, if any.
+    pub fn limit_kb(&self) -> Option<u64> {
         self.limit_kb
     }
 
@@ -200,7 +220,7 @@ mod tests {
         ] {
             fs::write(job.join(name), "").unwrap();
         }
-        let cg = MemCgroup::create((root.path(), Version::V1), "inst", "1.vm", 2048).unwrap();
+        let cg = MemCgroup::create((root.path(), Version::V1), "inst", "1.vm", Some(2048)).unwrap();
         assert_eq!(
             fs::read_to_string(job.join("memory.limit_in_bytes")).unwrap(),
             "2097152"

@@ -98,6 +98,9 @@ fn awaited() -> MutexGuard<'static, Vec<i32>> {
 pub struct RunningJob {
     child: Child,
     marker: String,
+    /// The `cgroup.procs` of the job's cgroup, when it has one: every process the job made,
+    /// whatever it did to its session and environment.
+    cgroup_procs: Option<PathBuf>,
 }
 
 /// The environment entry that marks a job's processes: `PBS_JOBCOOKIE=<cookie>` when the
@@ -204,6 +207,7 @@ pub fn start(job_id: &str, launch: &Launch) -> io::Result<RunningJob> {
     Ok(RunningJob {
         child,
         marker: job_marker(job_id, &launch.env),
+        cgroup_procs: launch.cgroup_procs.clone(),
     })
 }
 
@@ -302,9 +306,23 @@ impl RunningJob {
         &self.marker
     }
 
-    /// Sends `signal` to every process of the job; returns how many were signalled.
+    /// The job's live processes: those [`job_processes`] finds, and those in its cgroup.
+    pub fn processes(&self) -> Vec<Pid> {
+        let mut pids = job_processes(&self.marker, self.session());
+        if let Some(procs) = &self.cgroup_procs {
+            for pid in cgroup_members(procs) {
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// Sends `signal` to every process of the job ([`RunningJob::processes`]); returns how
+    /// many were signalled.
     pub fn signal_all(&self, signal: Signal) -> usize {
-        signal_job(&self.marker, self.session(), signal)
+        signal_each(|| self.processes(), signal)
     }
 }
 
@@ -321,11 +339,17 @@ impl Drop for RunningJob {
 /// A process may fork between the look-up and the signal; the look-up is repeated until it
 /// finds no process not yet signalled (at most a few rounds, against fork bombs).
 pub fn signal_job(marker: &str, session: Pid, signal: Signal) -> usize {
+    signal_each(|| job_processes(marker, session), signal)
+}
+
+/// Sends `signal` to every process `look_up` finds, looking again until it finds none not
+/// yet signalled (at most a few rounds, against fork bombs); returns how many were signalled.
+fn signal_each(look_up: impl Fn() -> Vec<Pid>, signal: Signal) -> usize {
     const ROUNDS: usize = 8;
     let mut seen: Vec<Pid> = Vec::new();
     let mut signalled = 0;
     for _ in 0..ROUNDS {
-        let fresh: Vec<Pid> = job_processes(marker, session)
+        let fresh: Vec<Pid> = look_up()
             .into_iter()
             .filter(|pid| !seen.contains(pid))
             .collect();
@@ -359,6 +383,16 @@ fn processes_where(keep: impl Fn(Pid) -> bool) -> Vec<Pid> {
         .collect()
 }
 
+/// The processes a cgroup's `cgroup.procs` lists (none when it cannot be read).
+pub fn cgroup_members(procs: &Path) -> Vec<Pid> {
+    fs::read_to_string(procs)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .map(Pid::from_raw)
+        .collect()
+}
+
 fn in_session(pid: Pid, session: Pid) -> bool {
     nix::unistd::getsid(Some(pid)).is_ok_and(|sid| sid == session)
 }
@@ -367,10 +401,25 @@ fn in_session(pid: Pid, session: Pid) -> bool {
 /// holds all of `entries`, until none is left or `patience` has passed; returns how many
 /// processes were killed. For the processes of a job whose agent is gone (no session known).
 pub fn kill_marked(entries: &[&str], patience: std::time::Duration) -> usize {
+    kill_until_gone(
+        || processes_where(|pid| entries.iter().all(|e| has_env_entry(pid, e))),
+        patience,
+    )
+}
+
+/// Sends SIGKILL, in rounds, to every process a cgroup's `cgroup.procs` lists, until none is
+/// left or `patience` has passed; returns how many processes were killed.
+pub fn kill_cgroup(procs: &Path, patience: std::time::Duration) -> usize {
+    kill_until_gone(|| cgroup_members(procs), patience)
+}
+
+/// SIGKILLs what `look_up` finds, reaping orphans, until it finds nothing or `patience` has
+/// passed; returns how many processes were killed.
+fn kill_until_gone(look_up: impl Fn() -> Vec<Pid>, patience: std::time::Duration) -> usize {
     let deadline = std::time::Instant::now() + patience;
     let mut killed = 0;
     loop {
-        let marked = processes_where(|pid| entries.iter().all(|e| has_env_entry(pid, e)));
+        let marked = look_up();
         killed += marked
             .iter()
             .filter(|&&pid| kill(pid, Signal::SIGKILL).is_ok())

@@ -129,7 +129,7 @@ impl Job {
 
     /// Measures the job's processes now.
     pub fn sample(&mut self, now: Instant) {
-        let pids = exec::job_processes(self.process.marker(), self.process.session());
+        let pids = self.process.processes();
         let current = total_usage(&pids);
         let usage = &mut self.usage;
         usage.cput = usage.cput.max(current.cpu_seconds as u64);
@@ -163,11 +163,12 @@ impl Job {
     /// The memory limit as the job's cgroup saw it pass: a process of the job killed by the
     /// kernel for want of memory inside its limit.
     fn cgroup_exceeded(&self) -> Option<Exceeded> {
-        let cgroup = self.cgroup.as_ref().filter(|c| c.oom_kills() > 0)?;
+        let cgroup = self.cgroup.as_ref()?;
+        let limit_kb = cgroup.limit_kb().filter(|_| cgroup.oom_kills() > 0)?;
         Some(Exceeded {
             limit: LimitKill::Mem,
-            used: (cgroup.peak_kb().max(cgroup.limit_kb()) * 1024) as f64,
-            allowed: cgroup.limit_kb() * 1024,
+            used: (cgroup.peak_kb().max(limit_kb) * 1024) as f64,
+            allowed: limit_kb * 1024,
         })
     }
 
@@ -207,7 +208,7 @@ impl Job {
     /// removes its files, and gives the report for the server.
     pub async fn finish(mut self, exit_status: i32) -> AgentMessage {
         self.sample(Instant::now());
-        kill_leftovers(&self.id, self.process.marker(), self.process.session()).await;
+        kill_leftovers(&self.id, &self.process).await;
         self.files.remove();
         if let Some(cgroup) = &self.cgroup {
             remove_cgroup(cgroup).await;
@@ -223,10 +224,10 @@ impl Job {
 
 /// SIGKILLs the job's remaining processes (daemons too: they die with the job, as in PBS) and
 /// waits until they are gone.
-async fn kill_leftovers(job_id: &str, marker: &str, session: nix::unistd::Pid) {
+async fn kill_leftovers(job_id: &str, process: &RunningJob) {
     let deadline = Instant::now() + LEFTOVER_WAIT;
     loop {
-        let left = exec::signal_job(marker, session, Signal::SIGKILL);
+        let left = process.signal_all(Signal::SIGKILL);
         exec::reap_orphans();
         if left == 0 {
             return;

@@ -407,7 +407,7 @@ impl Agent {
 
     fn launch(&self, start: &JobStart) -> Result<Job, setup::StartError> {
         let mut prepared = setup::prepare(&self.config, start)?;
-        let cgroup = self.memory_cgroup(start);
+        let cgroup = self.job_cgroup(start);
         prepared.launch.cgroup_procs = cgroup.as_ref().map(cgroup::MemCgroup::procs_file);
         let process = exec::start(&start.job_id, &prepared.launch).map_err(|err| {
             prepared.files.remove();
@@ -435,18 +435,14 @@ impl Agent {
         .with_cgroup(cgroup))
     }
 
-    /// The memory cgroup of a job with a `mem` limit, where this machine offers them and the
-    /// agent may make them; otherwise the agent's sampling alone holds the job to it.
-    fn memory_cgroup(&self, start: &JobStart) -> Option<cgroup::MemCgroup> {
-        let limit_kb = start.mem_limit_kb?;
+    /// The job's memory cgroup, holding it to its `mem` when it has one, where this machine
+    /// offers cgroups and the agent may make them; otherwise the agent's sampling alone holds
+    /// the job to its limit, and its processes are found by their session and environment.
+    fn job_cgroup(&self, start: &JobStart) -> Option<cgroup::MemCgroup> {
         let (hierarchy, version) = self.memory_cgroups.as_ref()?;
         let installation = crate::home::path_tag(&self.config.aux_dir);
-        match cgroup::MemCgroup::create(
-            (hierarchy, *version),
-            &installation,
-            &start.job_id,
-            limit_kb,
-        ) {
+        let (id, limit) = (&start.job_id, start.mem_limit_kb);
+        match cgroup::MemCgroup::create((hierarchy, *version), &installation, id, limit) {
             Ok(cgroup) => Some(cgroup),
             Err(err) => {
                 tracing::debug!(job = %start.job_id, %err, "no memory cgroup for the job");
@@ -495,7 +491,28 @@ impl Agent {
             format!("PBS_NODEFILE={}", nodefile.display()),
         ];
         let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
-        let killed = exec::kill_marked(&entries, Duration::from_secs(2));
+        let mut killed = exec::kill_marked(&entries, Duration::from_secs(2));
+        // Its cgroup holds also what left its session and environment.
+        if let Some(cgroup) = self
+            .memory_cgroups
+            .as_ref()
+            .and_then(|(hierarchy, version)| {
+                let installation = crate::home::path_tag(&self.config.aux_dir);
+                cgroup::MemCgroup::left_behind((hierarchy, *version), &installation, job_id)
+            })
+        {
+            killed += exec::kill_cgroup(&cgroup.procs_file(), Duration::from_secs(2));
+            // The kernel lets go of a cgroup a moment after its last process died.
+            let removed = (0..20).any(|_| {
+                cgroup.remove() || {
+                    std::thread::sleep(Duration::from_millis(10));
+                    false
+                }
+            });
+            if !removed {
+                tracing::warn!(cgroup = %cgroup.path().display(), "cannot remove the job's cgroup");
+            }
+        }
         tracing::info!(
             job = job_id,
             killed,
