@@ -1,0 +1,308 @@
+//! The child side: the forked worker process's loop, and what it runs for one task.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::codec::{
+    decode_items, encode_reply, finish_reply, raw_size, read_u64, ChunkFailure, Reply, CODEC_RAW,
+    CODEC_XMEM, REPLY_DECLINED, REPLY_VALUES, REPLY_WRITTEN,
+};
+use super::engine::IN_WORKER;
+use super::lanes::{
+    lane_area, KIND_TASK_LANE, LANES, LANE_BYTES, LANE_REPLY_FRAME, LANE_TASK_FRAME, TAG_REPLY_LANE,
+};
+use super::{
+    CHILD_FAILED, KIND_EXIT, KIND_TASK, REPLY_HEADER, TAG_INIT_FAILED, TAG_REPLY, TASK_HEADER,
+};
+use crate::call::Callable;
+use crate::error::panic_message;
+use crate::xmem::{self, Span};
+
+/// What the child runs for one task: decode, call on each item, encode the reply: into the
+/// lane's output area when one is given and the reply is plain numbers that fit (the length
+/// is returned), else as a reply frame.
+pub(super) type ChildEntry = fn(&[u8], usize, Option<&mut [u8]>) -> ChildReply;
+
+pub(super) enum ChildReply {
+    Frame(Vec<u8>),
+    InLane(usize),
+}
+
+/// Runs in the child for one task frame. `C` is zero-sized and `Copy` (checked where this is
+/// instantiated), so making a value of it out of nothing is the same as copying the caller's.
+pub(super) fn child_entry<C, T>(payload: &[u8], limit: usize, lane: Option<&mut [u8]>) -> ChildReply
+where
+    C: Callable<T> + Copy,
+    T: DeserializeOwned + 'static,
+    C::Output: Serialize + 'static,
+{
+    // SAFETY: C is a zero-sized Copy type (asserted at compile time in `submit`): it has no
+    // bytes and no invariant beyond existing, and a value of it existed in this process.
+    let call: C = unsafe { std::ptr::NonNull::<C>::dangling().as_ptr().read() };
+    if let Some((&CODEC_XMEM, span)) = payload.split_first() {
+        return ChildReply::Frame(cross_memory_entry(call, span, limit));
+    }
+    let reply = match decode_items::<T>(payload) {
+        Err(e) => Reply::Failed(ChunkFailure::DecodeArgs(e)),
+        Ok(items) => run_items(call, items),
+    };
+    if let (Some(lane), Reply::AllOk(values), Some(_)) = (lane, &reply, raw_size::<C::Output>()) {
+        let bytes = std::mem::size_of_val(values.as_slice());
+        if 2 + bytes <= lane.len() && 2 + bytes <= limit {
+            lane[0] = REPLY_VALUES;
+            lane[1] = CODEC_RAW;
+            // SAFETY: the values are primitive numbers (raw_size): plain initialized bytes.
+            let raw = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), bytes) };
+            lane[2..2 + bytes].copy_from_slice(raw);
+            return ChildReply::InLane(2 + bytes);
+        }
+    }
+    ChildReply::Frame(encode_reply(&reply, limit))
+}
+
+/// Runs a cross-memory chunk: copies the items out of the parent, runs them, and copies the
+/// results into the parent's output vector; the reply says which happened.
+fn cross_memory_entry<C, T>(call: C, span: &[u8], limit: usize) -> Vec<u8>
+where
+    C: Callable<T>,
+    T: 'static,
+    C::Output: Serialize + 'static,
+{
+    let small = |kind: u8| finish_reply(vec![0, 0, 0, 0, 0, kind], TAG_REPLY);
+    let (Some(span), Some(size)) = (Span::decode(span), raw_size::<T>()) else {
+        return small(REPLY_DECLINED);
+    };
+    let bytes = span.src_bytes as usize;
+    #[cfg(test)]
+    if tests::REFUSE_CROSS_MEMORY.load(Ordering::Relaxed) {
+        return small(REPLY_DECLINED);
+    }
+    if !bytes.is_multiple_of(size) || raw_size::<C::Output>().is_none() {
+        return small(REPLY_DECLINED);
+    }
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let n = bytes / size;
+    let mut items = Vec::<T>::with_capacity(n);
+    // SAFETY: the spare capacity holds `bytes` bytes, filled below before `set_len`; any bytes
+    // are a valid primitive number (raw_size).
+    let spare = unsafe { std::slice::from_raw_parts_mut(items.as_mut_ptr().cast::<u8>(), bytes) };
+    if xmem::read_from(parent, span.src, spare).is_err() {
+        return small(REPLY_DECLINED);
+    }
+    // SAFETY: all n items were just written.
+    unsafe { items.set_len(n) };
+    let reply = run_items(call, items);
+    if let Reply::AllOk(values) = &reply {
+        // SAFETY: the values are primitive numbers (raw_size): plain initialized bytes.
+        let raw = unsafe {
+            std::slice::from_raw_parts(
+                values.as_ptr().cast::<u8>(),
+                std::mem::size_of_val(values.as_slice()),
+            )
+        };
+        if xmem::write_to(parent, span.dst, raw).is_ok() {
+            return small(REPLY_WRITTEN);
+        }
+    }
+    encode_reply(&reply, limit)
+}
+
+fn run_items<C: Callable<T>, T>(call: C, items: Vec<T>) -> Reply<C::Output> {
+    let len = items.len();
+    let mut it = items.into_iter();
+    let mut out: Vec<C::Output> = Vec::with_capacity(len);
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    // One catch_unwind per run of items keeps the loop tight; a panic restarts it.
+    // `extend` over an exact-size iterator writes in place (vectorizable), and on a panic
+    // leaves `out` holding exactly the values made before it.
+    while let Err(p) = catch_unwind(AssertUnwindSafe(|| {
+        out.extend(it.by_ref().map(|item| call.invoke(item)));
+    })) {
+        failed.push((out.len() + failed.len(), panic_message(p.as_ref())));
+    }
+    if failed.is_empty() {
+        return Reply::AllOk(out);
+    }
+    let mut ok = out.into_iter();
+    let mut bad = failed.into_iter().peekable();
+    let mixed = (0..len)
+        .filter_map(|i| match bad.peek() {
+            Some((at, _)) if *at == i => bad.next().map(|(_, m)| Err(m)),
+            _ => ok.next().map(Ok),
+        })
+        .collect();
+    Reply::Mixed(mixed)
+}
+
+/// What a freshly forked child needs; built before the fork so the child allocates little.
+pub(super) struct ChildSetup {
+    pub(super) input: RawFd,
+    pub(super) output: RawFd,
+    pub(super) close: Vec<RawFd>,
+    pub(super) parent: libc::pid_t,
+    pub(super) initializer: Option<Arc<dyn Fn() + Send + Sync>>,
+    pub(super) limit: usize,
+    /// The lanes mapping's address and this worker's slot in it.
+    pub(super) lanes: Option<(usize, usize)>,
+}
+
+/// The worker process: never returns, never runs the parent's destructors or atexit handlers.
+pub(super) fn child_main(setup: ChildSetup) -> ! {
+    let code = match catch_unwind(AssertUnwindSafe(|| child_loop(&setup))) {
+        Ok(code) => code,
+        Err(_) => CHILD_FAILED,
+    };
+    // SAFETY: _exit ends the process at once, which is what a forked child must do.
+    unsafe { libc::_exit(code) }
+}
+
+fn child_loop(setup: &ChildSetup) -> i32 {
+    IN_WORKER.store(true, Ordering::Relaxed);
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    }
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != setup.parent {
+        return CHILD_FAILED; // the parent died before the death signal was armed
+    }
+    for &fd in &setup.close {
+        // SAFETY: these are the parent's ends of other pipes; the child never uses them.
+        unsafe { libc::close(fd) };
+    }
+    // SAFETY: the child owns its two pipe ends from now on and never gives them back.
+    let mut input = std::io::BufReader::with_capacity(1 << 16, unsafe {
+        std::fs::File::from_raw_fd(setup.input)
+    });
+    // SAFETY: as above.
+    let mut output = unsafe { std::fs::File::from_raw_fd(setup.output) };
+    if let Some(init) = &setup.initializer {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| init())) {
+            let mut frame = vec![0u8; REPLY_HEADER];
+            frame.extend_from_slice(panic_message(p.as_ref()).as_bytes());
+            let _ = output.write_all(&finish_reply(frame, TAG_INIT_FAILED));
+            return CHILD_FAILED;
+        }
+    }
+    let mut frame = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        if input.read_exact(&mut len).is_err() {
+            return 0; // the parent closed the pipe: nothing more to do
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len == 0 || len > setup.limit.saturating_add(TASK_HEADER) {
+            return CHILD_FAILED;
+        }
+        frame.clear();
+        match (&mut input).take(len as u64).read_to_end(&mut frame) {
+            Ok(n) if n == len => {}
+            _ => return CHILD_FAILED,
+        }
+        match frame[0] {
+            KIND_EXIT => return 0,
+            KIND_TASK if len >= 9 => {
+                let ChildReply::Frame(reply) =
+                    entry_at(&frame[1..9])(&frame[9..], setup.limit, None)
+                else {
+                    return CHILD_FAILED;
+                };
+                if output.write_all(&reply).is_err() {
+                    return CHILD_FAILED;
+                }
+            }
+            KIND_TASK_LANE if len == LANE_TASK_FRAME - 4 => {
+                let (Some((base, slot)), lane) = (setup.lanes, usize::from(frame[9])) else {
+                    return CHILD_FAILED;
+                };
+                let size = read_u64(&frame[10..18]) as usize;
+                if lane >= LANES || size > LANE_BYTES {
+                    return CHILD_FAILED;
+                }
+                // SAFETY: the parent filled this lane's input area with `size` bytes before
+                // sending this frame, and leaves it alone until our reply.
+                let input =
+                    unsafe { std::slice::from_raw_parts(lane_area(base, slot, lane, false), size) };
+                // SAFETY: the output area of this lane is ours until the parent reads our
+                // reply (the parent reads it only after the frame below).
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(lane_area(base, slot, lane, true), LANE_BYTES)
+                };
+                let in_lane = match entry_at(&frame[1..9])(input, setup.limit, Some(&mut *out)) {
+                    ChildReply::InLane(n) => Some(n),
+                    ChildReply::Frame(reply) => {
+                        let body = &reply[REPLY_HEADER..];
+                        if reply[4] == TAG_REPLY && body.len() <= LANE_BYTES {
+                            out[..body.len()].copy_from_slice(body);
+                            Some(body.len())
+                        } else if output.write_all(&reply).is_err() {
+                            return CHILD_FAILED;
+                        } else {
+                            None
+                        }
+                    }
+                };
+                let sent = match in_lane {
+                    Some(n) => {
+                        let mut small = [0u8; LANE_REPLY_FRAME];
+                        small[0..4].copy_from_slice(&((LANE_REPLY_FRAME - 4) as u32).to_le_bytes());
+                        small[4] = TAG_REPLY_LANE;
+                        small[5] = lane as u8;
+                        small[6..14].copy_from_slice(&(n as u64).to_le_bytes());
+                        output.write_all(&small)
+                    }
+                    None => Ok(()),
+                };
+                if sent.is_err() {
+                    return CHILD_FAILED;
+                }
+            }
+            _ => return CHILD_FAILED,
+        }
+    }
+}
+
+/// The child entry whose address is in these 8 bytes.
+fn entry_at(bytes: &[u8]) -> ChildEntry {
+    let addr = read_u64(bytes) as usize;
+    // SAFETY: the parent wrote the address of a `ChildEntry` function of this same program
+    // image (we are its fork), and nothing else writes this pipe.
+    unsafe { std::mem::transmute::<usize, ChildEntry>(addr) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// Makes workers forked from now on decline cross-memory chunks, as a kernel that forbids
+    /// them would.
+    pub(super) static REFUSE_CROSS_MEMORY: AtomicBool = AtomicBool::new(false);
+
+    fn double(x: u32) -> f64 {
+        f64::from(x) * 2.0
+    }
+
+    #[test]
+    fn declined_cross_memory_chunks_go_through_lanes_and_pipes_instead() {
+        REFUSE_CROSS_MEMORY.store(true, Ordering::Relaxed);
+        let pool = crate::Pool::new(2).unwrap();
+        REFUSE_CROSS_MEMORY.store(false, Ordering::Relaxed);
+        let want: Vec<f64> = (0..1_000_000u32).map(double).collect();
+        // Lane-sized chunks, then chunks too large for a lane.
+        assert_eq!(pool.map(double, 0..1_000_000u32).unwrap(), want);
+        assert_eq!(
+            pool.map_chunksize(double, 0..1_000_000u32, 600_000)
+                .unwrap(),
+            want
+        );
+    }
+}

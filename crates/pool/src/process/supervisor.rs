@@ -1,0 +1,368 @@
+//! The parent side: one supervisor thread owns the workers.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+use super::child::{child_main, ChildSetup};
+use super::engine::{Mode, Shared};
+use super::job::{Job, JobEnd};
+use super::lanes::{Lanes, LANES};
+use super::sys::{death_of, drain_pipe, pipe, pollfd, reap, set_nonblocking};
+use super::worker::{Worker, EXIT_FRAME};
+use crate::call::Config;
+use crate::error::{Death, PoolError};
+
+pub(super) struct Supervisor {
+    pub(super) shared: Arc<Shared>,
+    pub(super) wake_r: OwnedFd,
+    pub(super) cfg: Arc<Config>,
+    pub(super) workers: Vec<Worker>,
+    pub(super) pending: VecDeque<Job>,
+    pub(super) last_sweep: Instant,
+    pub(super) lanes: Option<Arc<Lanes>>,
+    /// Whether workers may copy numeric chunks to and from this process
+    /// ([`xmem`](crate::xmem)); cleared for good the first time one is refused.
+    pub(super) cross_memory: bool,
+}
+
+/// How often workers are checked with `waitpid` besides their pipe's end of file (which can
+/// be delayed when a fork elsewhere in the program holds a copy of the pipe).
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+impl Supervisor {
+    pub(super) fn start_workers(&mut self) -> Result<(), PoolError> {
+        for _ in 0..self.cfg.workers {
+            if let Err(e) = self.spawn() {
+                self.kill_all();
+                return Err(e);
+            }
+        }
+        self.publish_pids();
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> Result<(), PoolError> {
+        let spawn_err = |e: nix::Error| PoolError::Spawn(e.to_string());
+        let (in_r, in_w) = pipe().map_err(spawn_err)?;
+        let (out_r, out_w) = pipe().map_err(spawn_err)?;
+        let mut close = vec![
+            self.wake_r.as_raw_fd(),
+            self.shared.wake_w.as_raw_fd(),
+            in_w.as_raw_fd(),
+            out_r.as_raw_fd(),
+        ];
+        for w in &self.workers {
+            close.push(w.tx.as_raw_fd());
+            close.push(w.rx.as_raw_fd());
+        }
+        let slot = (0..)
+            .find(|s| self.workers.iter().all(|w| w.slot != *s))
+            .unwrap_or(0);
+        let setup = ChildSetup {
+            lanes: self.lanes.as_ref().map(|l| (l.base as usize, slot)),
+            input: in_r.as_raw_fd(),
+            output: out_w.as_raw_fd(),
+            close,
+            // SAFETY: getpid has no preconditions.
+            parent: unsafe { libc::getpid() },
+            initializer: self.cfg.initializer.clone(),
+            limit: self.cfg.max_message_bytes,
+        };
+        // SAFETY: the child only runs `child_main`, which ends in `_exit`; see the crate docs
+        // for what a forked child of a multi-threaded process may do.
+        match unsafe { nix::unistd::fork() }.map_err(spawn_err)? {
+            nix::unistd::ForkResult::Child => child_main(setup),
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(in_r);
+                drop(out_w);
+                set_nonblocking(&in_w);
+                set_nonblocking(&out_r);
+                #[cfg(target_os = "linux")]
+                // SAFETY: fcntl on our own pipe; failure (size over the system limit) is fine.
+                unsafe {
+                    libc::fcntl(in_w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+                    libc::fcntl(out_r.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+                }
+                self.workers.push(Worker {
+                    pid: child,
+                    tx: in_w,
+                    rx: out_r,
+                    inflight: VecDeque::new(),
+                    inflight_bytes: 0,
+                    sent: 0,
+                    offset: 0,
+                    assigned: 0,
+                    retiring: false,
+                    exit_sent: false,
+                    rbuf: Vec::new(),
+                    eof: false,
+                    slot,
+                    lane_busy: [false; LANES],
+                    declined: Vec::new(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn publish_pids(&self) {
+        let pids = self.workers.iter().map(|w| w.pid.as_raw() as u32).collect();
+        self.shared.lock().pids = pids;
+    }
+
+    pub(super) fn run(&mut self) {
+        loop {
+            let (mode, broken) = {
+                let mut st = self.shared.lock();
+                self.pending.extend(st.queue.drain(..));
+                (st.mode, st.broken.clone())
+            };
+            if mode == Mode::Kill {
+                self.kill_all();
+                self.cancel_all(PoolError::Terminated);
+                return;
+            }
+            if let Some(err) = broken {
+                // Killed first: a worker must never write into a vector whose job is gone.
+                self.kill_all();
+                self.cancel_all(err);
+            }
+            self.dispatch();
+            self.flush_all();
+            let busy = self.workers.iter().any(|w| !w.inflight.is_empty());
+            if mode == Mode::Drain && self.pending.is_empty() && !busy {
+                self.shutdown();
+                return;
+            }
+            self.wait_events(mode, busy);
+            let sweep = self.last_sweep.elapsed() >= SWEEP_EVERY;
+            if sweep {
+                self.last_sweep = Instant::now();
+            }
+            self.collect_exits(sweep);
+        }
+    }
+
+    /// Polls the wake pipe and the workers' pipes, then reads and writes what is ready.
+    fn wait_events(&mut self, mode: Mode, busy: bool) {
+        let mut fds = Vec::with_capacity(1 + 2 * self.workers.len());
+        fds.push(pollfd(self.wake_r.as_raw_fd(), libc::POLLIN));
+        for w in &self.workers {
+            fds.push(pollfd(w.rx.as_raw_fd(), libc::POLLIN));
+            let unsent = w.sent < w.inflight.len() || (w.retiring && !w.exit_sent);
+            fds.push(pollfd(
+                w.tx.as_raw_fd(),
+                if unsent { libc::POLLOUT } else { 0 },
+            ));
+        }
+        {
+            let mut st = self.shared.lock();
+            if !st.queue.is_empty() || st.mode != mode {
+                return;
+            }
+            st.sleeping = true;
+            st.woken = false;
+        }
+        // A worker whose death we could miss (its pipe held open by a fork elsewhere) is
+        // found by the periodic reaping in `collect_exits`.
+        let timeout = if busy { 100 } else { 1000 };
+        // SAFETY: fds is a valid array of pollfd of the given length.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        {
+            let mut st = self.shared.lock();
+            st.sleeping = false;
+        }
+        if fds[0].revents != 0 {
+            drain_pipe(&self.wake_r);
+        }
+        for i in 0..self.workers.len() {
+            let (r, t) = (fds[1 + 2 * i].revents, fds[2 + 2 * i].revents);
+            if t & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+                self.workers[i].flush();
+            }
+            if r != 0 {
+                self.read_worker_at(i);
+            }
+        }
+    }
+
+    fn read_worker_at(&mut self, i: usize) {
+        let mut init_failed = None;
+        let w = &mut self.workers[i];
+        w.read_frames(
+            self.cfg.max_message_bytes,
+            self.lanes.as_ref(),
+            &mut init_failed,
+        );
+        if !w.declined.is_empty() {
+            self.cross_memory = false;
+            for job in w.declined.drain(..).rev() {
+                self.pending.push_front(job);
+            }
+        }
+        let w = &mut self.workers[i];
+        if let Some(msg) = init_failed {
+            let err = PoolError::InitializerFailed(msg);
+            for job in w.inflight.drain(..) {
+                (job.done)(JobEnd::Cancelled(err.clone()));
+            }
+            w.sent = 0;
+            w.offset = 0;
+            w.inflight_bytes = 0;
+            w.lane_busy = [false; LANES];
+            self.shared.lock().broken = Some(err);
+        }
+    }
+
+    /// Reaps workers that closed their pipe (or, on a `sweep`, died unnoticed), fails the job
+    /// each held, and starts replacements.
+    fn collect_exits(&mut self, sweep: bool) {
+        let mut i = 0;
+        let mut changed = false;
+        let mut failed = Vec::new();
+        while i < self.workers.len() {
+            let status = if self.workers[i].eof {
+                Some(reap(self.workers[i].pid))
+            } else if !sweep {
+                None
+            } else {
+                match waitpid(self.workers[i].pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => None,
+                    Ok(status) => {
+                        self.read_worker_at(i); // replies written just before dying
+                        Some(death_of(status))
+                    }
+                    Err(_) => Some(Death::Unknown),
+                }
+            };
+            let Some(death) = status else {
+                i += 1;
+                continue;
+            };
+            let w = self.workers.swap_remove(i);
+            failed.extend(self.retire(w, death));
+            changed = true;
+        }
+        if changed {
+            let needed = self.cfg.workers.saturating_sub(self.workers.len());
+            let mode = self.shared.lock().mode;
+            let broken = self.shared.lock().broken.is_some();
+            let wanted = !broken && (mode == Mode::Run || !self.pending.is_empty());
+            if wanted {
+                for _ in 0..needed {
+                    if let Err(e) = self.spawn() {
+                        if self.workers.is_empty() {
+                            self.shared.lock().broken = Some(e);
+                        }
+                        break;
+                    }
+                }
+            }
+            self.publish_pids();
+        }
+        for (job, end) in failed {
+            (job.done)(end);
+        }
+    }
+
+    /// Settles the jobs of a worker that ended: the running one failed, the rest go back.
+    ///
+    /// The failed job is returned, to be reported once the replacement is started (so that a
+    /// caller who sees the failure also sees the new worker).
+    fn retire(&mut self, mut w: Worker, death: Death) -> Option<(Job, JobEnd)> {
+        let started = w.sent > 0 || w.offset > 0;
+        let failed = if started {
+            w.inflight
+                .pop_front()
+                .map(|job| (job, JobEnd::Died(w.pid.as_raw() as u32, death)))
+        } else {
+            None
+        };
+        while let Some(mut job) = w.inflight.pop_back() {
+            job.lane = None; // its lane belonged to the dead worker
+            self.pending.push_front(job);
+        }
+        failed
+    }
+
+    fn dispatch(&mut self) {
+        while !self.pending.is_empty() {
+            let Some(w) = self
+                .workers
+                .iter_mut()
+                .filter(|w| w.has_room())
+                .min_by_key(|w| w.inflight.len())
+            else {
+                return;
+            };
+            let Some(mut job) = self.pending.pop_front() else {
+                return;
+            };
+            if self.cross_memory {
+                job.xmem_wire = job.cross_memory_frame();
+            }
+            if let (Some(lanes), None) = (&self.lanes, &job.xmem_wire) {
+                job.lane = w.put_in_lane(lanes, &job);
+            }
+            if job.lane.is_none() && job.xmem_wire.is_none() {
+                job.materialize();
+            }
+            // Counted at full size even when in a lane: a worker holds few large jobs.
+            w.inflight_bytes += job.size();
+            w.inflight.push_back(job);
+            w.assigned += 1;
+            if self.cfg.maxtasks.is_some_and(|m| w.assigned >= m) {
+                w.retiring = true;
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for w in &mut self.workers {
+            w.flush();
+        }
+    }
+
+    pub(super) fn cancel_all(&mut self, err: PoolError) {
+        let queued: Vec<Job> = self.shared.lock().queue.drain(..).collect();
+        for job in self.pending.drain(..).chain(queued) {
+            (job.done)(JobEnd::Cancelled(err.clone()));
+        }
+        for w in &mut self.workers {
+            for job in w.inflight.drain(..) {
+                (job.done)(JobEnd::Cancelled(err.clone()));
+            }
+            w.sent = 0;
+            w.offset = 0;
+            w.inflight_bytes = 0;
+            w.lane_busy = [false; LANES];
+        }
+    }
+
+    pub(super) fn kill_all(&mut self) {
+        for w in &self.workers {
+            let _ = kill(w.pid, Signal::SIGKILL);
+        }
+        for w in self.workers.drain(..) {
+            let _ = waitpid(w.pid, None);
+        }
+        self.shared.lock().pids.clear();
+    }
+
+    /// All work is done: ask each worker to exit, and wait for them.
+    fn shutdown(&mut self) {
+        for w in &self.workers {
+            // SAFETY: writing a 5-byte buffer to the worker's pipe (atomic below PIPE_BUF).
+            unsafe { libc::write(w.tx.as_raw_fd(), EXIT_FRAME.as_ptr().cast(), 5) };
+        }
+        for w in self.workers.drain(..) {
+            reap(w.pid);
+        }
+        self.shared.lock().pids.clear();
+    }
+}

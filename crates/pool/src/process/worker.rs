@@ -1,0 +1,267 @@
+//! One worker process as the supervisor sees it: its pipes, the jobs it holds, and the frames
+//! going each way.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::codec::{read_u64, CODEC_RAW, REPLY_DECLINED};
+use super::job::{Job, JobEnd, ReplyBody};
+use super::lanes::{
+    lane_area, LaneView, Lanes, KIND_TASK_LANE, LANES, LANE_BYTES, LANE_MIN, LANE_REPLY_FRAME,
+    LANE_TASK_FRAME, TAG_REPLY_LANE,
+};
+use super::{KIND_EXIT, REPLY_HEADER, TAG_INIT_FAILED, TAG_REPLY, TASK_HEADER};
+
+pub(super) struct Worker {
+    pub(super) pid: Pid,
+    pub(super) tx: OwnedFd,
+    pub(super) rx: OwnedFd,
+    /// Jobs sent or being sent, oldest first; the front one is running.
+    pub(super) inflight: VecDeque<Job>,
+    pub(super) inflight_bytes: usize,
+    /// How many of `inflight` are completely written, and bytes written of the next.
+    pub(super) sent: usize,
+    pub(super) offset: usize,
+    pub(super) assigned: usize,
+    pub(super) retiring: bool,
+    pub(super) exit_sent: bool,
+    pub(super) rbuf: Vec<u8>,
+    pub(super) eof: bool,
+    /// This worker's place in the lanes mapping, and which of its lanes hold a job.
+    pub(super) slot: usize,
+    pub(super) lane_busy: [bool; LANES],
+    /// Cross-memory jobs the worker declined, to be sent again another way.
+    pub(super) declined: Vec<Job>,
+}
+
+pub(super) const EXIT_FRAME: [u8; 5] = [1, 0, 0, 0, KIND_EXIT];
+const READ_CHUNK: usize = 1 << 16;
+/// Prefetch: a worker gets at least 2 jobs, and up to 16 while they stay small.
+const MIN_INFLIGHT: usize = 2;
+const MAX_INFLIGHT: usize = 16;
+const INFLIGHT_BYTES: usize = 256 << 10;
+
+impl Worker {
+    /// Copies a large task's payload to a free lane of this worker; the short frame to send
+    /// instead of the task frame, or None (the frame goes down the pipe as it is).
+    pub(super) fn put_in_lane(&mut self, lanes: &Lanes, job: &Job) -> Option<(u8, Vec<u8>)> {
+        let (codec, body) = match &job.raw {
+            Some(raw) => (Some(CODEC_RAW), raw.bytes()),
+            None => (None, job.frame.get(TASK_HEADER..)?),
+        };
+        let size = body.len() + usize::from(codec.is_some());
+        if !(LANE_MIN..=LANE_BYTES).contains(&size) {
+            return None;
+        }
+        let lane = (0..LANES).find(|&l| {
+            !self.lane_busy[l] && !lanes.held[self.slot * LANES + l].load(Ordering::Acquire)
+        })?;
+        // SAFETY: a free lane's input area is ours (the worker reads it only after the frame
+        // below), and the payload fits in it.
+        unsafe {
+            let mut area = lane_area(lanes.base as usize, self.slot, lane, false);
+            if let Some(codec) = codec {
+                area.write(codec);
+                area = area.add(1);
+            }
+            std::ptr::copy_nonoverlapping(body.as_ptr(), area, body.len());
+        }
+        self.lane_busy[lane] = true;
+        let mut wire = Vec::with_capacity(LANE_TASK_FRAME);
+        wire.extend_from_slice(&((LANE_TASK_FRAME - 4) as u32).to_le_bytes());
+        wire.push(KIND_TASK_LANE);
+        wire.extend_from_slice(&job.frame[5..13]); // the entry address
+        wire.push(lane as u8);
+        wire.extend_from_slice(&(size as u64).to_le_bytes());
+        Some((lane as u8, wire))
+    }
+
+    /// The job whose reply just arrived: the oldest in flight, its lane freed.
+    fn complete_front(&mut self) -> Option<Job> {
+        let job = self.inflight.pop_front()?;
+        self.inflight_bytes -= job.size();
+        self.sent = self.sent.saturating_sub(1);
+        if let Some((lane, _)) = &job.lane {
+            self.lane_busy[usize::from(*lane)] = false;
+        }
+        Some(job)
+    }
+
+    pub(super) fn has_room(&self) -> bool {
+        if self.retiring || self.eof {
+            return false;
+        }
+        let n = self.inflight.len();
+        n < MIN_INFLIGHT || (n < MAX_INFLIGHT && self.inflight_bytes < INFLIGHT_BYTES)
+    }
+
+    /// Writes as much of the unsent frames as the pipe takes, several frames per call.
+    pub(super) fn flush(&mut self) {
+        while self.sent < self.inflight.len() {
+            let mut iov: Vec<libc::iovec> = Vec::with_capacity(64);
+            for (k, job) in self.inflight.iter().skip(self.sent).take(64).enumerate() {
+                let skip = if k == 0 { self.offset } else { 0 };
+                let wire = &job.wire()[skip..];
+                iov.push(libc::iovec {
+                    iov_base: wire.as_ptr() as *mut libc::c_void,
+                    iov_len: wire.len(),
+                });
+            }
+            // SAFETY: every iovec points into a live frame owned by self.inflight.
+            let n = unsafe { libc::writev(self.tx.as_raw_fd(), iov.as_ptr(), iov.len() as i32) };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return; // EAGAIN, or EPIPE: the child died and its EOF will show
+            }
+            let mut n = n as usize;
+            while n > 0 && self.sent < self.inflight.len() {
+                let left = self.inflight[self.sent].wire().len() - self.offset;
+                if n >= left {
+                    n -= left;
+                    self.sent += 1;
+                    self.offset = 0;
+                } else {
+                    self.offset += n;
+                    n = 0;
+                }
+            }
+        }
+        if self.retiring && !self.exit_sent && self.sent == self.inflight.len() {
+            // SAFETY: a 5-byte write of a constant buffer.
+            let n = unsafe { libc::write(self.tx.as_raw_fd(), EXIT_FRAME.as_ptr().cast(), 5) };
+            self.exit_sent = n == 5;
+        }
+    }
+
+    /// Reads what the pipe holds and completes the jobs whose replies arrived.
+    pub(super) fn read_frames(
+        &mut self,
+        limit: usize,
+        lanes: Option<&Arc<Lanes>>,
+        init_failed: &mut Option<String>,
+    ) {
+        loop {
+            let want = self.frame_need().max(READ_CHUNK);
+            if self.rbuf.capacity() - self.rbuf.len() < want.min(READ_CHUNK) {
+                self.rbuf.reserve(want);
+            }
+            let spare = self.rbuf.capacity() - self.rbuf.len();
+            // SAFETY: reading into the vector's spare capacity, then growing len by what came.
+            let n = unsafe {
+                libc::read(
+                    self.rx.as_raw_fd(),
+                    self.rbuf.as_mut_ptr().add(self.rbuf.len()).cast(),
+                    spare,
+                )
+            };
+            if n == 0 {
+                self.eof = true;
+                break;
+            }
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                match err.kind() {
+                    std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => break,
+                    _ => {
+                        self.eof = true;
+                        break;
+                    }
+                }
+            }
+            // SAFETY: the kernel initialized n bytes past len.
+            unsafe { self.rbuf.set_len(self.rbuf.len() + n as usize) };
+            if !self.parse_frames(limit, lanes, init_failed) {
+                // A broken stream: kill the worker; its exit settles its jobs.
+                let _ = kill(self.pid, Signal::SIGKILL);
+                self.eof = true;
+                break;
+            }
+        }
+    }
+
+    /// Bytes still missing for the frame at the start of the buffer (0 if unknown).
+    fn frame_need(&self) -> usize {
+        if self.rbuf.len() < 4 {
+            return 0;
+        }
+        let len = u32::from_le_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]]);
+        (4 + len as usize).saturating_sub(self.rbuf.len())
+    }
+
+    /// Completes jobs for every whole frame in the buffer; false on a malformed stream.
+    fn parse_frames(
+        &mut self,
+        limit: usize,
+        lanes: Option<&Arc<Lanes>>,
+        init_failed: &mut Option<String>,
+    ) -> bool {
+        let mut pos = 0;
+        while self.rbuf.len() - pos >= 4 {
+            let b = &self.rbuf[pos..pos + 4];
+            let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            if len == 0 || len > limit.max(1 << 20).saturating_add(64) {
+                return false;
+            }
+            if self.rbuf.len() - pos < 4 + len {
+                break;
+            }
+            let frame = if pos == 0 && self.rbuf.len() == 4 + len {
+                std::mem::take(&mut self.rbuf) // a large frame, read straight into place
+            } else {
+                pos += 4 + len;
+                self.rbuf[pos - 4 - len..pos].to_vec()
+            };
+            match frame[4] {
+                TAG_INIT_FAILED => {
+                    let msg = String::from_utf8_lossy(&frame[REPLY_HEADER..]);
+                    *init_failed = Some(msg.into_owned());
+                }
+                TAG_REPLY => {
+                    let Some(mut job) = self.complete_front() else {
+                        return false;
+                    };
+                    if frame[REPLY_HEADER..] == [REPLY_DECLINED] && job.xmem_wire.is_some() {
+                        job.xmem_wire = None;
+                        self.declined.push(job);
+                        continue;
+                    }
+                    (job.done)(JobEnd::Reply(ReplyBody::Frame(frame, REPLY_HEADER)));
+                }
+                TAG_REPLY_LANE if frame.len() == LANE_REPLY_FRAME => {
+                    let (lane, size) = (usize::from(frame[5]), read_u64(&frame[6..14]) as usize);
+                    let expected = self.inflight.front().and_then(|j| j.lane.as_ref());
+                    let (Some(lanes), Some((l, _))) = (lanes, expected) else {
+                        return false;
+                    };
+                    if usize::from(*l) != lane || size > LANE_BYTES {
+                        return false;
+                    }
+                    let index = self.slot * LANES + lane;
+                    lanes.held[index].store(true, Ordering::Release);
+                    let view = LaneView {
+                        lanes: lanes.clone(),
+                        index,
+                        len: size,
+                    };
+                    let Some(job) = self.complete_front() else {
+                        return false;
+                    };
+                    (job.done)(JobEnd::Reply(ReplyBody::Lane(view)));
+                }
+                _ => return false,
+            }
+        }
+        if pos > 0 {
+            self.rbuf.drain(..pos);
+        }
+        true
+    }
+}
