@@ -28,9 +28,16 @@ pub enum Version {
     V2,
 }
 
+/// Set to `off` to keep jobs out of cgroups (the agent's sampling and marks alone then).
+pub const ENV_CGROUPS: &str = "HPCBOX_CGROUPS";
+
 /// The hierarchy that holds memory cgroups on this machine, if any: v2 when the unified
-/// hierarchy has the memory controller, else v1's memory hierarchy when it is mounted.
+/// hierarchy has the memory controller, else v1's memory hierarchy when it is mounted. None
+/// when [`ENV_CGROUPS`] is `off`.
 pub fn memory_hierarchy() -> Option<(PathBuf, Version)> {
+    if std::env::var(ENV_CGROUPS).is_ok_and(|v| v == "off") {
+        return None;
+    }
     let root = Path::new(CGROUP_ROOT);
     let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
     if controllers.split_whitespace().any(|c| c == "memory") {
