@@ -87,6 +87,10 @@ pub struct AgentArgs {
     /// other commands, `HPCBOX_HOME` or `~/.hpcbox`).
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
+    /// The host name the vnode reports, for `Mom`, `PBS_NODEFILE` and `pbs_tmrsh` (PBS's
+    /// `PBS_MOM_NODE_NAME`; default: this machine's host name).
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
 }
 
 /// The state directory of this process's environment, with its logs directory made.
@@ -171,7 +175,7 @@ pub fn agent(args: AgentArgs) -> ExitCode {
     let config = hpcbox_cluster::agent::AgentConfig {
         node: NodeReport {
             name: args.node,
-            host: host_name(),
+            host: args.host.unwrap_or_else(host_name),
             ncpus: args.cpus,
             mem_kb: args.mem.kilobytes(),
             ngpus: 0,
@@ -187,6 +191,7 @@ pub fn agent(args: AgentArgs) -> ExitCode {
         usage_interval: Duration::from_secs(10),
         base_env: hpcbox_cluster::agent::base_environment(|name| std::env::var(name).ok()),
         mom_port: 15002,
+        tm: None,
     };
     match hpcbox_cluster::agent::run(config) {
         Ok(()) => ExitCode::SUCCESS,

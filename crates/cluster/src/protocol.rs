@@ -110,6 +110,52 @@ pub enum AgentMessage {
         /// What it has used so far.
         usage: Usage,
     },
+    /// A process of a job this agent runs asks (`hpcbox tmrsh HOST COMMAND`, PBS's
+    /// `pbs_tmrsh`) that a task of the job run on another of its hosts.
+    TaskRequest {
+        /// This agent's number for the request, which the answer names.
+        task: u64,
+        /// The job.
+        job_id: String,
+        /// The host to run it on: one of the job's.
+        host: String,
+        /// What to run, as a shell command line.
+        command: String,
+        /// Where to start it.
+        cwd: String,
+        /// Its environment: the asking process's, the job's marks included.
+        env: Vec<(String, String)>,
+    },
+    /// A task this agent was asked to run has ended (or never started: `error`).
+    TaskEnded {
+        /// The server's number for the task ([`TaskStart::task`]).
+        task: u64,
+        /// Its exit status as a shell gives it (128 + signal when killed).
+        exit_status: i32,
+        /// Why it could not run, if it could not.
+        error: Option<String>,
+    },
+}
+
+/// A task of a job to run on this agent's host ([`AgentMessage::TaskRequest`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStart {
+    /// The server's number for the task.
+    pub task: u64,
+    /// The job it belongs to.
+    pub job_id: String,
+    /// The job's owner, whom it runs as when the agent runs as root.
+    pub owner: String,
+    /// What to run, as a shell command line.
+    pub command: String,
+    /// Where to start it.
+    pub cwd: String,
+    /// Its environment.
+    pub env: Vec<(String, String)>,
+    /// Where its standard output goes: the job's output file.
+    pub output_path: String,
+    /// Where its standard error goes; `None` when joined to the output.
+    pub error_path: Option<String>,
 }
 
 /// Everything an agent needs to run a job.
@@ -154,6 +200,32 @@ pub struct JobStart {
     pub rerun: bool,
 }
 
+/// What `hpcbox tmrsh` (PBS's `pbs_tmrsh`) asks the agent of its job: one line of JSON on the
+/// agent's task socket (`HPCBOX_TM_SOCKET` in the job's environment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmRequest {
+    /// The job (`PBS_JOBID`).
+    pub job_id: String,
+    /// The host to run the task on.
+    pub host: String,
+    /// What to run, as a shell command line.
+    pub command: String,
+    /// Where to start it.
+    pub cwd: String,
+    /// Its environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// The agent's answer to a [`TmRequest`] once the task has ended: one line of JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmAnswer {
+    /// The task's exit status as a shell gives it (128 + signal when killed; 255 when it
+    /// could not run).
+    pub exit_status: i32,
+    /// Why it could not run, if it could not.
+    pub error: Option<String>,
+}
+
 /// Server → agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -177,12 +249,24 @@ pub enum ServerMessage {
         /// The signal's name.
         signal: String,
     },
-    /// End a job: SIGTERM, then SIGKILL after `grace` seconds (PBS's `kill_delay`).
+    /// End a job: SIGTERM, then SIGKILL after `grace` seconds (PBS's `kill_delay`); on an
+    /// agent that runs only tasks of it, end those.
     Kill {
         /// The job.
         job_id: String,
         /// Seconds between SIGTERM and SIGKILL.
         grace: u64,
+    },
+    /// Run a task of a job here.
+    StartTask(Box<TaskStart>),
+    /// The task this agent asked for has ended ([`AgentMessage::TaskRequest`]).
+    TaskEnded {
+        /// The agent's number for the request.
+        task: u64,
+        /// Its exit status as a shell gives it (128 + signal when killed).
+        exit_status: i32,
+        /// Why it could not run, if it could not.
+        error: Option<String>,
     },
 }
 

@@ -6,6 +6,7 @@ pub mod qalter;
 pub mod qdel;
 pub mod qstat;
 pub mod qsub;
+pub mod tmrsh;
 
 use std::process::ExitCode;
 
@@ -13,8 +14,16 @@ use hpcbox_cluster::client::Client;
 use hpcbox_cluster::home::StateDir;
 
 /// The names the binary answers to when called through a link.
-pub const COMMANDS: [&str; 8] = [
-    "qsub", "qstat", "qdel", "qhold", "qrls", "qsig", "qalter", "pbsnodes",
+pub const COMMANDS: [&str; 9] = [
+    "qsub",
+    "qstat",
+    "qdel",
+    "qhold",
+    "qrls",
+    "qsig",
+    "qalter",
+    "pbsnodes",
+    "pbs_tmrsh",
 ];
 
 /// Runs PBS command `name` with `args` (after the program name), if it is one.
@@ -25,6 +34,7 @@ pub fn run(name: &str, args: &[String]) -> Option<ExitCode> {
         "qdel" | "qhold" | "qrls" | "qsig" => qdel::run(name, args),
         "qalter" => qalter::run(args),
         "pbsnodes" => pbsnodes::run(args),
+        "pbs_tmrsh" | "tmrsh" => tmrsh::run(args),
         _ => return None,
     };
     Some(exit_code(code))

@@ -36,6 +36,8 @@ pub(crate) struct Job {
     sigkill_at: Option<Instant>,
     /// The memory cgroup that holds the job to its `mem`, when it has one.
     cgroup: Option<MemCgroup>,
+    /// The uid the job runs as.
+    owner_uid: u32,
 }
 
 impl Job {
@@ -64,7 +66,18 @@ impl Job {
             limit_kill: None,
             sigkill_at: None,
             cgroup: None,
+            owner_uid: nix::unistd::geteuid().as_raw(),
         }
+    }
+
+    /// The job, run as `uid`.
+    pub fn owned_by(self, owner_uid: u32) -> Job {
+        Job { owner_uid, ..self }
+    }
+
+    /// The uid the job runs as.
+    pub fn owner_uid(&self) -> u32 {
+        self.owner_uid
     }
 
     /// The job, held to its `mem` by `cgroup` too.

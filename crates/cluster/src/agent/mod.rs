@@ -28,6 +28,7 @@ mod job;
 mod mpi_env;
 mod setup;
 mod signals;
+mod tasks;
 
 use std::collections::VecDeque;
 use std::io;
@@ -41,7 +42,8 @@ use tokio::signal::unix::Signal;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::protocol::{
-    self, AgentMessage, JobStart, NodeReport, ServerMessage, HEARTBEAT_INTERVAL,
+    self, AgentMessage, JobStart, NodeReport, ServerMessage, TaskStart, TmAnswer,
+    HEARTBEAT_INTERVAL,
 };
 use crate::usage::Limits;
 use crate::{cgroup, exec};
@@ -88,6 +90,9 @@ pub struct AgentConfig {
     pub base_env: Vec<(String, String)>,
     /// The agent's port, for `PBS_MOMPORT`.
     pub mom_port: u16,
+    /// Where this agent takes task requests (`HPCBOX_TM_SOCKET`), and its `pbs_tmrsh` link;
+    /// set once it listens.
+    pub tm: Option<(PathBuf, PathBuf)>,
 }
 
 impl AgentConfig {
@@ -112,6 +117,7 @@ impl AgentConfig {
             usage_interval: Duration::from_secs(10),
             base_env: base_environment(|name| std::env::var(name).ok()),
             mom_port: DEFAULT_MOM_PORT,
+            tm: None,
         }
     }
 }
@@ -165,13 +171,19 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
         connected: false,
         last_heartbeat: Instant::now(),
         memory_cgroups: cgroup::memory_hierarchy(),
+        waiting: std::collections::HashMap::new(),
+        next_ask: 1,
+        tasks: Vec::new(),
     };
+    let mut asks = agent.listen_for_tasks();
     let mut backoff = RECONNECT_FIRST;
     loop {
         match agent.reach(&mut ticker, &mut children).await {
             Ok(stream) => {
                 backoff = RECONNECT_FIRST;
-                let outcome = agent.converse(stream, &mut ticker, &mut children).await;
+                let outcome = agent
+                    .converse(stream, &mut ticker, &mut children, &mut asks)
+                    .await;
                 agent.disconnected();
                 match outcome {
                     Ok(()) => tracing::warn!("the server closed the connection"),
@@ -189,7 +201,9 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
                 tracing::debug!(%err, server = %Target::of(&agent.config), "cannot reach the server")
             }
         }
-        agent.idle(backoff, &mut ticker, &mut children).await;
+        agent
+            .idle(backoff, &mut ticker, &mut children, &mut asks)
+            .await;
         backoff = (backoff * 2).min(RECONNECT_MAX);
     }
 }
@@ -263,6 +277,26 @@ struct Agent {
     last_heartbeat: Instant,
     /// The hierarchy that holds jobs' memory cgroups, when this machine has one.
     memory_cgroups: Option<(PathBuf, cgroup::Version)>,
+    /// Task requests forwarded to the server, by this agent's number, and where each answer
+    /// goes.
+    waiting: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<TmAnswer>>,
+    next_ask: u64,
+    /// Tasks of jobs of other hosts' agents that this agent runs.
+    tasks: Vec<tasks::Task>,
+}
+
+/// Where task requests arrive (none when the agent could not listen).
+type Asks = Option<tokio::sync::mpsc::UnboundedReceiver<tasks::Ask>>;
+
+/// The next task request, or never.
+async fn next_ask(asks: &mut Asks) -> tasks::Ask {
+    match asks {
+        Some(received) => match received.recv().await {
+            Some(ask) => ask,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 impl Agent {
@@ -289,6 +323,7 @@ impl Agent {
         stream: Box<dyn Duplex>,
         ticker: &mut Interval,
         children: &mut Signal,
+        asks: &mut Asks,
     ) -> Result<(), Disconnect> {
         let (read, mut write) = tokio::io::split(stream);
         let mut lines = BufReader::new(read).split(b'\n');
@@ -306,6 +341,7 @@ impl Agent {
                 },
                 _ = ticker.tick() => self.tick().await,
                 _ = children.recv() => self.reap_ended().await,
+                ask = next_ask(asks) => self.on_ask(ask),
             }
             if self.connected {
                 self.flush(&mut write).await?;
@@ -314,14 +350,128 @@ impl Agent {
     }
 
     /// Waits `pause` before the next connection attempt, minding the jobs meanwhile.
-    async fn idle(&mut self, pause: Duration, ticker: &mut Interval, children: &mut Signal) {
+    async fn idle(
+        &mut self,
+        pause: Duration,
+        ticker: &mut Interval,
+        children: &mut Signal,
+        asks: &mut Asks,
+    ) {
         let until = Instant::now() + pause;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return,
                 _ = ticker.tick() => self.tick().await,
                 _ = children.recv() => self.reap_ended().await,
+                ask = next_ask(asks) => {
+                    let _ = ask.answer.send(tasks::refusal("the agent has lost its server"));
+                }
             }
+        }
+    }
+
+    /// Listens for task requests of its jobs' processes (`pbs_tmrsh`); without, jobs get no
+    /// task launcher.
+    fn listen_for_tasks(&mut self) -> Asks {
+        let (socket, tmrsh) = tasks::paths(&self.config.aux_dir, &self.config.node.name);
+        let listening = tasks::link_tmrsh(&tmrsh).and_then(|()| tasks::listen(&socket));
+        match listening {
+            Ok(asks) => {
+                self.config.tm = Some((socket, tmrsh));
+                Some(asks)
+            }
+            Err(err) => {
+                tracing::warn!(%err, socket = %socket.display(), "no task launcher for jobs");
+                None
+            }
+        }
+    }
+
+    /// A task request of a job's process: forwarded to the server when the process is the
+    /// job owner's (or root's), else refused.
+    fn on_ask(&mut self, ask: tasks::Ask) {
+        if !self.connected {
+            let _ = ask
+                .answer
+                .send(tasks::refusal("the agent has lost its server"));
+            return;
+        }
+        let request = ask.request;
+        let owner = self
+            .jobs
+            .iter()
+            .find(|job| job.id() == request.job_id)
+            .map(Job::owner_uid);
+        match owner {
+            None => {
+                let why = format!("job {} does not run here", request.job_id);
+                let _ = ask.answer.send(tasks::refusal(why));
+            }
+            Some(uid) if uid != ask.uid && ask.uid != 0 => {
+                let why = format!("job {} is not yours", request.job_id);
+                let _ = ask.answer.send(tasks::refusal(why));
+            }
+            Some(_) => {
+                let task = self.next_ask;
+                self.next_ask += 1;
+                self.waiting.insert(task, ask.answer);
+                self.outbox.push_back(AgentMessage::TaskRequest {
+                    task,
+                    job_id: request.job_id,
+                    host: request.host,
+                    command: request.command,
+                    cwd: request.cwd,
+                    env: request.env,
+                });
+            }
+        }
+    }
+
+    /// Runs a task of a job for another host's agent; its end is reported when it exits.
+    fn start_task(&mut self, start: TaskStart) {
+        let started = setup::task_launch(&start).and_then(|launch| {
+            exec::start(&start.job_id, &launch).map_err(|err| setup::StartError {
+                exit_status: spawn_failure_status(&err),
+                message: err.to_string(),
+            })
+        });
+        match started {
+            Ok(process) => {
+                tracing::info!(job = %start.job_id, task = start.task, "task started");
+                self.tasks.push(tasks::Task {
+                    id: start.task,
+                    job_id: start.job_id,
+                    process,
+                });
+            }
+            Err(failure) => self.outbox.push_back(AgentMessage::TaskEnded {
+                task: start.task,
+                exit_status: 255,
+                error: Some(failure.message),
+            }),
+        }
+    }
+
+    /// Reports the tasks whose process has ended.
+    fn reap_tasks(&mut self) {
+        let mut index = 0;
+        while index < self.tasks.len() {
+            let ended = match self.tasks[index].process.try_wait() {
+                Ok(None) => None,
+                Ok(Some((code, signal))) => Some(code.unwrap_or(128 + signal.unwrap_or(0))),
+                Err(_) => Some(255),
+            };
+            let Some(exit_status) = ended else {
+                index += 1;
+                continue;
+            };
+            let task = self.tasks.swap_remove(index);
+            tracing::info!(job = %task.job_id, task = task.id, exit_status, "task ended");
+            self.outbox.push_back(AgentMessage::TaskEnded {
+                task: task.id,
+                exit_status,
+                error: None,
+            });
         }
     }
 
@@ -369,6 +519,16 @@ impl Agent {
             ServerMessage::Start(start) => self.start(*start),
             ServerMessage::Signal { job_id, signal } => self.signal(&job_id, &signal),
             ServerMessage::Kill { job_id, grace } => self.kill(&job_id, grace),
+            ServerMessage::StartTask(start) => self.start_task(*start),
+            ServerMessage::TaskEnded {
+                task,
+                exit_status,
+                error,
+            } => {
+                if let Some(answer) = self.waiting.remove(&task) {
+                    let _ = answer.send(TmAnswer { exit_status, error });
+                }
+            }
         }
         Ok(())
     }
@@ -407,6 +567,11 @@ impl Agent {
 
     fn launch(&self, start: &JobStart) -> Result<Job, setup::StartError> {
         let mut prepared = setup::prepare(&self.config, start)?;
+        let owner_uid = prepared
+            .launch
+            .credentials
+            .as_ref()
+            .map_or_else(|| nix::unistd::geteuid().as_raw(), |c| c.uid.as_raw());
         let cgroup = self.job_cgroup(start);
         prepared.launch.cgroup_procs = cgroup.as_ref().map(cgroup::MemCgroup::procs_file);
         let process = exec::start(&start.job_id, &prepared.launch).map_err(|err| {
@@ -432,7 +597,8 @@ impl Agent {
             limits,
             start.threads,
         )
-        .with_cgroup(cgroup))
+        .with_cgroup(cgroup)
+        .owned_by(owner_uid))
     }
 
     /// The job's memory cgroup, holding it to its `mem` when it has one, where this machine
@@ -471,12 +637,17 @@ impl Agent {
     }
 
     fn kill(&mut self, job_id: &str, grace: u64) {
-        match self.job_mut(job_id) {
-            Some(job) => {
-                tracing::info!(job = job_id, grace, "killing the job");
-                job.terminate(Duration::from_secs(grace), std::time::Instant::now());
-            }
-            None => self.kill_orphan(job_id),
+        // Tasks it runs here for another host's agent (`pbs_tmrsh`) end at once.
+        let tasks: Vec<&tasks::Task> = self.tasks.iter().filter(|t| t.job_id == job_id).collect();
+        let had_tasks = !tasks.is_empty();
+        for task in tasks {
+            task.process.signal_all(nix::sys::signal::Signal::SIGKILL);
+        }
+        if let Some(job) = self.jobs.iter_mut().find(|job| job.id() == job_id) {
+            tracing::info!(job = job_id, grace, "killing the job");
+            job.terminate(Duration::from_secs(grace), std::time::Instant::now());
+        } else if !had_tasks {
+            self.kill_orphan(job_id);
         }
     }
 
@@ -548,6 +719,7 @@ impl Agent {
     /// Reaps orphans and ends the jobs whose top process has exited.
     async fn reap_ended(&mut self) {
         exec::reap_orphans();
+        self.reap_tasks();
         let mut index = 0;
         while index < self.jobs.len() {
             if let Some(exit_status) = self.jobs[index].exit_status() {

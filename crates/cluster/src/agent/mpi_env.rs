@@ -6,7 +6,9 @@
 //! hpcbox hands both MPIs the job's `PBS_NODEFILE` as their default host file, one line per
 //! MPI slot, so `mpiexec -np N` inside a job starts N ranks on the job's hosts. Vnodes of one
 //! machine are written under that machine's host name, so their ranks start as local children
-//! of `mpiexec`, inside the job's session, accounted to it and killed with it.
+//! of `mpiexec`, inside the job's session, accounted to it and killed with it. For the job's
+//! other hosts both MPIs get `pbs_tmrsh` as their launcher ([`add_task_launcher`]), which
+//! starts their daemons there through the agents.
 
 /// The variables that point Open MPI and MPICH (Hydra) at the job's node file, plus, for a
 /// job that runs as root, Open MPI's two-key consent to run as root (it refuses otherwise;
@@ -22,6 +24,23 @@ pub(crate) fn add_mpi_environment(env: &mut Vec<(String, String)>, nodefile: &st
         wanted.push(("OMPI_ALLOW_RUN_AS_ROOT", "1"));
         wanted.push(("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"));
     }
+    for (name, value) in wanted {
+        if !env.iter().any(|(set, _)| set == name) {
+            env.push((name.to_string(), value.to_string()));
+        }
+    }
+}
+
+/// The variables that have both MPIs start their daemons on the job's other hosts through
+/// `tmrsh` (hpcbox's `pbs_tmrsh`), which reaches this agent at `tm_socket`: Open MPI's rsh
+/// agent and Hydra's launcher, as PBS Professional sets them. A user's own setting wins.
+pub(crate) fn add_task_launcher(env: &mut Vec<(String, String)>, tm_socket: &str, tmrsh: &str) {
+    let wanted = [
+        ("HPCBOX_TM_SOCKET", tm_socket),
+        ("OMPI_MCA_plm_rsh_agent", tmrsh),
+        ("HYDRA_LAUNCHER", "rsh"),
+        ("HYDRA_LAUNCHER_EXEC", tmrsh),
+    ];
     for (name, value) in wanted {
         if !env.iter().any(|(set, _)| set == name) {
             env.push((name.to_string(), value.to_string()));

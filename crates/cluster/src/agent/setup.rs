@@ -11,10 +11,10 @@ use hpcbox_pbs::jobenv::{self, JobContext, Stream};
 use hpcbox_pbs::jobid::JobId;
 use nix::unistd::{Uid, User};
 
-use super::mpi_env::add_mpi_environment;
+use super::mpi_env::{add_mpi_environment, add_task_launcher};
 use super::AgentConfig;
 use crate::exec::{Credentials, Launch, Program};
-use crate::protocol::JobStart;
+use crate::protocol::{JobStart, TaskStart};
 
 /// Why a job could not be started: a PBS `JOB_EXEC_*` status and a message for its comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +136,42 @@ pub(crate) fn prepare(config: &AgentConfig, job: &JobStart) -> Result<Prepared, 
     })
 }
 
+/// How to start a task of a job here (`pbs_tmrsh`): its command line under `/bin/sh -c`, as
+/// the job's owner, with the environment it came with, its output appended to the job's.
+pub(crate) fn task_launch(task: &TaskStart) -> Result<Launch, StartError> {
+    let id: JobId = task.job_id.parse().map_err(|err| {
+        StartError::new(
+            JOB_EXEC_FAIL1,
+            format!("bad job id {:?}: {err}", task.job_id),
+        )
+    })?;
+    let account = account(&task.owner)?;
+    let stdout = output_file(&task.output_path, &account.home, &id, Stream::Output)?;
+    let stderr = task
+        .error_path
+        .as_deref()
+        .map(|path| output_file(path, &account.home, &id, Stream::Error))
+        .transpose()?;
+    let cwd = Some(PathBuf::from(&task.cwd))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or(account.home);
+    Ok(Launch {
+        program: Program::Executable(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            task.command.clone().into(),
+        ]),
+        env: task.env.clone(),
+        cwd,
+        stdout,
+        stderr,
+        cpus: Vec::new(),
+        credentials: account.credentials,
+        fresh_output: false,
+        cgroup_procs: None,
+    })
+}
+
 fn account(owner: &str) -> Result<Account, StartError> {
     let root = Uid::effective().is_root();
     let found = if root {
@@ -240,6 +276,13 @@ fn prepare_files(
     });
     let root = owner.map_or_else(|| Uid::effective().is_root(), |c| c.uid.is_root());
     add_mpi_environment(&mut env, &nodefile.to_string_lossy(), root);
+    if let Some((socket, tmrsh)) = &config.tm {
+        add_task_launcher(
+            &mut env,
+            &socket.to_string_lossy(),
+            &tmrsh.to_string_lossy(),
+        );
+    }
     Ok((program, env))
 }
 

@@ -426,7 +426,7 @@ where
                     .core
                     .lock()
                     .expect("core lock")
-                    .agent_message(message, now());
+                    .agent_message(&name, message, now());
                 shared.wake.notify_one();
             }
             Err(e) => tracing::warn!("agent {name} sent a malformed message: {e}"),

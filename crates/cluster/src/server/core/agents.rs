@@ -127,10 +127,39 @@ impl Core {
         }
     }
 
-    /// A message from an agent about one of its jobs.
-    pub fn agent_message(&mut self, message: AgentMessage, now: i64) {
+    /// A message from the agent of vnode `node` about one of its jobs.
+    pub fn agent_message(&mut self, node: &str, message: AgentMessage, now: i64) {
+        let message = match message {
+            AgentMessage::TaskRequest {
+                task,
+                job_id,
+                host,
+                command,
+                cwd,
+                env,
+            } => {
+                let request = tasks::TaskRequest {
+                    task,
+                    job_id,
+                    host,
+                    command,
+                    cwd,
+                    env,
+                };
+                return self.task_request(node, request);
+            }
+            AgentMessage::TaskEnded {
+                task,
+                exit_status,
+                error,
+            } => return self.task_finished(task, exit_status, error),
+            other => other,
+        };
         let job_id = match &message {
-            AgentMessage::Hello { .. } | AgentMessage::Heartbeat => return,
+            AgentMessage::Hello { .. }
+            | AgentMessage::Heartbeat
+            | AgentMessage::TaskRequest { .. }
+            | AgentMessage::TaskEnded { .. } => return,
             AgentMessage::Started { job_id, .. }
             | AgentMessage::StartFailed { job_id, .. }
             | AgentMessage::Ended { job_id, .. }
@@ -140,7 +169,10 @@ impl Core {
             return;
         };
         match message {
-            AgentMessage::Hello { .. } | AgentMessage::Heartbeat => {}
+            AgentMessage::Hello { .. }
+            | AgentMessage::Heartbeat
+            | AgentMessage::TaskRequest { .. }
+            | AgentMessage::TaskEnded { .. } => {}
             AgentMessage::Started { session, .. } => {
                 let job = self.jobs.get_mut(&seq).expect("job exists");
                 if let Some(task) = job.task(index) {
@@ -206,6 +238,9 @@ impl Core {
             job: SchedId { seq, index },
             exit_status,
         });
+        if let Some(name) = self.task_name(seq, index) {
+            self.end_tasks_of(&name);
+        }
         let job = self.jobs.get_mut(&seq).expect("job exists");
         let Some(task) = job.task(index) else {
             return;

@@ -31,6 +31,7 @@ mod arrays;
 mod records;
 mod requests;
 mod scheduling;
+mod tasks;
 
 use arrays::{refresh_array, restored_state, subjob_attrs};
 use records::{build_job, job_start_message};
@@ -193,6 +194,10 @@ pub struct Core {
     history_seconds: u64,
     /// When finished jobs were last purged.
     last_purge: i64,
+    /// Tasks of jobs running on their other hosts (`pbs_tmrsh`), by the server's number.
+    tasks: BTreeMap<u64, tasks::PendingTask>,
+    /// The server's number for the next task.
+    next_task: u64,
 }
 
 /// Starts that may fail with `JOB_EXEC_RETRY` before the job fails for good (PBS holds a job
@@ -222,6 +227,8 @@ impl Core {
             kill_delay: 10,
             history_seconds: DEFAULT_HISTORY_SECONDS,
             last_purge: i64::MIN,
+            tasks: BTreeMap::new(),
+            next_task: 1,
         };
         for (_, queue) in core.store.objects::<QueueSpec>(ObjectKind::Queue)? {
             core.install_queue(queue);

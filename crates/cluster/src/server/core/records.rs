@@ -10,12 +10,7 @@ pub(super) fn job_start_message(
     nodefile: &str,
 ) -> JobStart {
     let get = |name: &str| attrs.get(name).map(str::to_string);
-    let join = attrs.get("Join_Path").unwrap_or("n");
-    let (output_path, error_path) = match join {
-        "oe" => (get("Output_Path").unwrap_or_default(), None),
-        "eo" => (get("Error_Path").unwrap_or_default(), None),
-        _ => (get("Output_Path").unwrap_or_default(), get("Error_Path")),
-    };
+    let (output_path, error_path) = output_paths(attrs);
     let variables = attrs
         .get("Variable_List")
         .map(split_variable_list)
@@ -46,6 +41,17 @@ pub(super) fn job_start_message(
         walltime_limit: walltime,
         mem_limit_kb: mem_kb,
         rerun: get("run_count").and_then(|n| n.parse::<u32>().ok()) > Some(1),
+    }
+}
+
+/// Where a job's standard output and error go (`Output_Path`, `Error_Path`, `Join_Path`): the
+/// error path is `None` when the two are joined.
+pub(super) fn output_paths(attrs: &StatusObject) -> (String, Option<String>) {
+    let get = |name: &str| attrs.get(name).map(str::to_string);
+    match attrs.get("Join_Path").unwrap_or("n") {
+        "oe" => (get("Output_Path").unwrap_or_default(), None),
+        "eo" => (get("Error_Path").unwrap_or_default(), None),
+        _ => (get("Output_Path").unwrap_or_default(), get("Error_Path")),
     }
 }
 

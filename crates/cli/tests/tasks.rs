@@ -1,0 +1,133 @@
+//! End to end: `pbs_tmrsh`, the launcher a job's system MPI starts its daemons on the job's
+//! other hosts with. Two agents on this machine report two host names, as agents on two
+//! machines would; a job holding a vnode of each asks, from its first host, for tasks on the
+//! second.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::{read_pid, seq, text, wait_until, Cluster, HPCBOX};
+
+/// An `hpcbox agent` of this cluster for vnode `node` that reports host `host`; killed when
+/// dropped.
+struct Agent(Child);
+
+impl Agent {
+    fn start(cluster: &Cluster, node: &str, host: &str) -> Agent {
+        let log = std::fs::File::create(cluster.dir.path().join(format!("{node}.log"))).unwrap();
+        let child = Command::new(HPCBOX)
+            .args(["agent", "--node", node, "--cpus", "1", "--mem", "256mb"])
+            .args(["--host", host])
+            .env("HPCBOX_HOME", &cluster.home)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Agent(child)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server with two one-CPU vnodes, `n1` on host `hostA` and `n2` on `hostB`.
+fn two_hosts() -> (Cluster, [Agent; 2]) {
+    let cluster = Cluster::empty();
+    let out = cluster.run("up", &["--nodes", "0"]);
+    assert!(out.status.success(), "hpcbox up: {}", text(&out.stderr));
+    let agents = [
+        Agent::start(&cluster, "n1", "hostA"),
+        Agent::start(&cluster, "n2", "hostB"),
+    ];
+    wait_until("both vnodes free", || {
+        let nodes = text(&cluster.run("pbsnodes", &["-a"]).stdout);
+        nodes.matches("state = free").count() == 2
+    });
+    (cluster, agents)
+}
+
+#[test]
+fn pbs_tmrsh_runs_a_task_on_another_host_of_the_job_and_gives_its_status() {
+    let (cluster, _agents) = two_hosts();
+    let script = r#"#PBS -l select=2:ncpus=1 -l place=scatter
+cd $PBS_O_WORKDIR
+echo "launcher $OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER"
+"$OMPI_MCA_plm_rsh_agent" hostB 'echo "$PBS_JOBID" > task.jobid; tr "\0" " " < /proc/$PPID/cmdline > task.parent; echo task says hi; exit 3'
+echo "tmrsh status $?"
+"$OMPI_MCA_plm_rsh_agent" nowhere true
+echo "nowhere status $?"
+"#;
+    let id = cluster.qsub("tm.pbs", script, &[]);
+    cluster.wait_state(&id, "F");
+    let output = cluster.read(&format!("tm.pbs.o{}", seq(&id)));
+    assert!(output.contains("/pbs_tmrsh rsh"), "{output}");
+    assert!(output.contains("task says hi"), "{output}");
+    assert!(output.contains("tmrsh status 3"), "{output}");
+    assert!(output.contains("nowhere status 255"), "{output}");
+    assert_eq!(cluster.read("task.jobid").trim(), id);
+    // The task ran under the agent of hostB's vnode, not in the job's own process tree.
+    let parent = cluster.read("task.parent");
+    assert!(parent.contains("agent --node n2"), "{parent}");
+    let errors = cluster.read(&format!("tm.pbs.e{}", seq(&id)));
+    assert!(errors.contains("nowhere is not a host of job"), "{errors}");
+}
+
+#[test]
+fn a_task_ends_with_its_job() {
+    let (cluster, _agents) = two_hosts();
+    let script = r#"#PBS -l select=2:ncpus=1 -l place=scatter
+cd $PBS_O_WORKDIR
+"$OMPI_MCA_plm_rsh_agent" hostB 'echo $$ > task.pid; exec sleep 1000' &
+sleep 1000
+"#;
+    let id = cluster.qsub("long.pbs", script, &[]);
+    wait_until("the task started", || {
+        cluster.work.join("task.pid").exists()
+    });
+    let task = read_pid(&cluster.work.join("task.pid"));
+    assert!(cluster.run("qdel", &[&id]).status.success());
+    cluster.wait_state(&id, "F");
+    wait_until("the task gone", || {
+        std::fs::read_to_string(format!("/proc/{task}/stat"))
+            .map_or(true, |stat| stat.contains(") Z "))
+    });
+}
+
+/// The agent's task socket answers garbage and requests for jobs it does not run with an
+/// error, and goes on serving.
+#[test]
+fn the_task_socket_refuses_what_it_cannot_serve() {
+    use std::io::{BufRead, BufReader, Write};
+    let (cluster, _agents) = two_hosts();
+    let socket = cluster.home.join("aux").join("tm-n1.sock");
+    let ask = |line: &str| -> String {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream.write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).unwrap();
+        answer
+    };
+    let garbage = ask("garbage\n");
+    assert!(garbage.contains("\"exit_status\":255") && garbage.contains("malformed request"));
+    let stranger = ask(
+        r#"{"job_id":"99.nowhere","host":"hostB","command":"true","cwd":"/","env":[]}
+"#,
+    );
+    assert!(stranger.contains("does not run here"), "{stranger}");
+    // Still serving jobs.
+    let id = cluster.qsub(
+        "after.pbs",
+        "#PBS -l select=2:ncpus=1 -l place=scatter\n\"$OMPI_MCA_plm_rsh_agent\" hostB true\necho status $?\n",
+        &[],
+    );
+    cluster.wait_state(&id, "F");
+    assert!(cluster
+        .read(&format!("after.pbs.o{}", seq(&id)))
+        .contains("status 0"));
+}

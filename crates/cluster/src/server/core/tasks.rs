@@ -1,0 +1,130 @@
+//! Tasks of a job on its other hosts, as PBS's `pbs_tmrsh` starts them through the TM
+//! interface: a process of the job asks its agent ([`AgentMessage::TaskRequest`]), the server
+//! hands the task to the agent of the job's vnode on the host asked for
+//! ([`ServerMessage::StartTask`]), and relays its end back ([`ServerMessage::TaskEnded`]).
+//! When the job ends, the agents running its tasks end them.
+
+use super::*;
+use crate::protocol::TaskStart;
+
+/// A task handed to an agent, waiting for its end.
+#[derive(Debug)]
+pub(super) struct PendingTask {
+    /// The vnode whose agent asked, and its number for the request.
+    origin: String,
+    origin_task: u64,
+    /// The job it belongs to, and the vnode whose agent runs it.
+    job_id: String,
+    target: String,
+}
+
+/// What a process of a job asked for: see [`AgentMessage::TaskRequest`].
+pub(super) struct TaskRequest {
+    pub task: u64,
+    pub job_id: String,
+    pub host: String,
+    pub command: String,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Core {
+    /// Hands the task `origin`'s agent asked for to the agent of the job's vnode on the host
+    /// asked for, or answers why not.
+    pub(super) fn task_request(&mut self, origin: &str, request: TaskRequest) {
+        let refuse = |core: &mut Core, why: String| {
+            core.outbox.push((
+                origin.to_string(),
+                ServerMessage::TaskEnded {
+                    task: request.task,
+                    exit_status: 255,
+                    error: Some(why),
+                },
+            ));
+        };
+        let Some((seq, index)) = self.running_task(&request.job_id) else {
+            return refuse(self, format!("job {} is not running", request.job_id));
+        };
+        let job = self.jobs.get_mut(&seq).expect("job exists");
+        let owner = job.owner.clone();
+        let Some(task) = job.task(index) else {
+            return refuse(self, format!("job {} is not running", request.job_id));
+        };
+        let vnodes = exec_vnodes(task.attrs.get("exec_vnode").unwrap_or_default());
+        if !vnodes.iter().any(|v| v == origin) {
+            // Only the job's own agents speak for it.
+            return refuse(
+                self,
+                format!("job {} does not run on {origin}", request.job_id),
+            );
+        }
+        let (output_path, error_path) = records::output_paths(task.attrs);
+        let target = vnodes.into_iter().find(|v| {
+            self.nodes.get(v).is_some_and(|n| {
+                n.connected && (n.report.host == request.host || *v == request.host)
+            })
+        });
+        let Some(target) = target else {
+            return refuse(
+                self,
+                format!("{} is not a host of job {}", request.host, request.job_id),
+            );
+        };
+        let id = self.next_task;
+        self.next_task += 1;
+        let start = TaskStart {
+            task: id,
+            job_id: request.job_id.clone(),
+            owner,
+            command: request.command,
+            cwd: request.cwd,
+            env: request.env,
+            output_path,
+            error_path,
+        };
+        self.outbox
+            .push((target.clone(), ServerMessage::StartTask(Box::new(start))));
+        self.tasks.insert(
+            id,
+            PendingTask {
+                origin: origin.to_string(),
+                origin_task: request.task,
+                job_id: request.job_id,
+                target,
+            },
+        );
+    }
+
+    /// Relays the end of task `task` to the agent that asked for it.
+    pub(super) fn task_finished(&mut self, task: u64, exit_status: i32, error: Option<String>) {
+        if let Some(pending) = self.tasks.remove(&task) {
+            self.outbox.push((
+                pending.origin,
+                ServerMessage::TaskEnded {
+                    task: pending.origin_task,
+                    exit_status,
+                    error,
+                },
+            ));
+        }
+    }
+
+    /// The job `job_id` has ended: the agents running tasks of it end them.
+    pub(super) fn end_tasks_of(&mut self, job_id: &str) {
+        let mut targets: Vec<String> = Vec::new();
+        self.tasks.retain(|_, pending| {
+            let ours = pending.job_id == job_id;
+            if ours && !targets.contains(&pending.target) {
+                targets.push(pending.target.clone());
+            }
+            !ours
+        });
+        for target in targets {
+            let kill = ServerMessage::Kill {
+                job_id: job_id.to_string(),
+                grace: 0,
+            };
+            self.outbox.push((target, kill));
+        }
+    }
+}
