@@ -131,3 +131,48 @@ fn the_task_socket_refuses_what_it_cannot_serve() {
         .read(&format!("after.pbs.o{}", seq(&id)))
         .contains("status 0"));
 }
+
+/// Whether a login shell finds Open MPI's `mpiexec.openmpi` (`.ci/run` installs it and sets
+/// `HPCBOX_REQUIRE_MPI`, which turns its absence into a failure).
+fn open_mpi() -> bool {
+    let found = Command::new("bash")
+        .args(["-lc", "command -v mpiexec.openmpi"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    assert!(
+        found || std::env::var_os("HPCBOX_REQUIRE_MPI").is_none(),
+        "HPCBOX_REQUIRE_MPI is set but a login shell has no mpiexec.openmpi"
+    );
+    found
+}
+
+/// Open MPI's mpiexec, given the job's two hosts, starts its daemon on each through
+/// `pbs_tmrsh` (their names are not this machine's, so it takes them for remote hosts), and
+/// the ranks run under those daemons.
+#[test]
+fn open_mpi_starts_its_daemons_on_the_jobs_hosts_through_pbs_tmrsh() {
+    if !open_mpi() {
+        eprintln!("skipped: no Open MPI");
+        return;
+    }
+    let (cluster, _agents) = two_hosts();
+    // Both "hosts" are this one machine, where two daemons sharing hwloc's topology in
+    // shared memory crash: the test turns that component off.
+    let script = r#"#PBS -l select=2:ncpus=1 -l place=scatter
+cd $PBS_O_WORKDIR
+export OMPI_MCA_rtc=^hwloc
+mpiexec.openmpi -np 2 sh -c 'echo "rank $OMPI_COMM_WORLD_RANK under $(cat /proc/$PPID/comm)"'
+echo "mpiexec status $?"
+"#;
+    let id = cluster.qsub("ompi.pbs", script, &[]);
+    cluster.wait_state(&id, "F");
+    let output = cluster.read(&format!("ompi.pbs.o{}", seq(&id)));
+    let errors = cluster.read(&format!("ompi.pbs.e{}", seq(&id)));
+    assert!(output.contains("mpiexec status 0"), "{output}{errors}");
+    for rank in 0..2 {
+        assert!(
+            output.contains(&format!("rank {rank} under orted")),
+            "{output}{errors}"
+        );
+    }
+}
