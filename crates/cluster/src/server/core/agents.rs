@@ -120,6 +120,7 @@ impl Core {
     /// The agent of vnode `name` went away: the vnode is down until it comes back. Its jobs
     /// are kept: the agent keeps running them and re-reports them when it reconnects.
     pub fn agent_gone(&mut self, name: &str, now: i64) {
+        self.tasks_lost_with(name);
         let _ = self.sched.apply(Event::NodeDown(name.to_string()));
         if let Some(node) = self.nodes.get_mut(name) {
             node.connected = false;

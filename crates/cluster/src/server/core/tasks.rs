@@ -10,9 +10,9 @@ use crate::protocol::TaskStart;
 /// A task handed to an agent, waiting for its end.
 #[derive(Debug)]
 pub(super) struct PendingTask {
-    /// The vnode whose agent asked, and its number for the request.
-    origin: String,
-    origin_task: u64,
+    /// The vnode whose agent asked, and its number for the request; `None` once it has been
+    /// answered (the task's agent went away).
+    origin: Option<(String, u64)>,
     /// The job it belongs to, and the vnode whose agent runs it.
     job_id: String,
     target: String,
@@ -87,8 +87,7 @@ impl Core {
         self.tasks.insert(
             id,
             PendingTask {
-                origin: origin.to_string(),
-                origin_task: request.task,
+                origin: Some((origin.to_string(), request.task)),
                 job_id: request.job_id,
                 target,
             },
@@ -97,15 +96,28 @@ impl Core {
 
     /// Relays the end of task `task` to the agent that asked for it.
     pub(super) fn task_finished(&mut self, task: u64, exit_status: i32, error: Option<String>) {
-        if let Some(pending) = self.tasks.remove(&task) {
-            self.outbox.push((
-                pending.origin,
-                ServerMessage::TaskEnded {
-                    task: pending.origin_task,
-                    exit_status,
-                    error,
-                },
-            ));
+        if let Some((origin, task)) = self.tasks.remove(&task).and_then(|p| p.origin) {
+            let ended = ServerMessage::TaskEnded {
+                task,
+                exit_status,
+                error,
+            };
+            self.outbox.push((origin, ended));
+        }
+    }
+
+    /// The agent of vnode `node` went away: those who asked for the tasks it runs are told
+    /// so; the tasks stay on record, so that the job's end still ends them there.
+    pub(super) fn tasks_lost_with(&mut self, node: &str) {
+        for pending in self.tasks.values_mut().filter(|p| p.target == node) {
+            if let Some((origin, task)) = pending.origin.take() {
+                let ended = ServerMessage::TaskEnded {
+                    task,
+                    exit_status: 255,
+                    error: Some(format!("the agent of {node} went away")),
+                };
+                self.outbox.push((origin, ended));
+            }
         }
     }
 
