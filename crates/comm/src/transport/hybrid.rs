@@ -33,8 +33,7 @@ impl HybridTransport {
     ) -> Result<HybridTransport> {
         let local: Vec<bool> = nodes.iter().map(|n| *n == nodes[rank]).collect();
         let dir = meeting_dir(jobkey);
-        make_private_dir(&dir)?;
-        let shm = ShmTransport::new(&dir, rank, nodes.len(), ring_bytes)?;
+        let shm = make_inbox(&dir, rank, nodes.len(), ring_bytes)?;
         Ok(HybridTransport {
             shm,
             tcp,
@@ -65,6 +64,25 @@ pub(crate) fn meeting_dir(jobkey: &str) -> PathBuf {
         std::env::temp_dir()
     };
     base.join(format!("hpcbox-world-{hash:016x}"))
+}
+
+/// This rank's inbox in `dir`, made (with `dir`) now. A rank of this node that has already
+/// finished removes the directory once no inbox is left in it, and may do so between the two
+/// steps: then both are made again (no inbox of a live rank went with it).
+fn make_inbox(dir: &Path, rank: usize, size: usize, ring_bytes: usize) -> Result<ShmTransport> {
+    const ATTEMPTS: usize = 10;
+    let mut attempt = 1;
+    loop {
+        make_private_dir(dir)?;
+        match ShmTransport::new(dir, rank, size, ring_bytes) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && attempt < ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            made => return made,
+        }
+    }
 }
 
 /// Makes `dir` readable by this user alone, unless a rank of this node made it first.
