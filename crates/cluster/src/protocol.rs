@@ -115,16 +115,9 @@ pub enum AgentMessage {
     TaskRequest {
         /// This agent's number for the request, which the answer names.
         task: u64,
-        /// The job.
-        job_id: String,
-        /// The host to run it on: one of the job's.
-        host: String,
-        /// What to run, as a shell command line.
-        command: String,
-        /// Where to start it.
-        cwd: String,
-        /// Its environment: the asking process's, the job's marks included.
-        env: Vec<(String, String)>,
+        /// What the process asked: the job, the host (one of the job's), the command, where
+        /// to start it and its environment (the asking process's, the job's marks included).
+        request: TmRequest,
     },
     /// A task this agent was asked to run has ended (or never started: `error`).
     TaskEnded {

@@ -415,14 +415,8 @@ impl Agent {
                 let task = self.next_ask;
                 self.next_ask += 1;
                 self.waiting.insert(task, ask.answer);
-                self.outbox.push_back(AgentMessage::TaskRequest {
-                    task,
-                    job_id: request.job_id,
-                    host: request.host,
-                    command: request.command,
-                    cwd: request.cwd,
-                    env: request.env,
-                });
+                self.outbox
+                    .push_back(AgentMessage::TaskRequest { task, request });
             }
         }
     }

@@ -131,23 +131,8 @@ impl Core {
     /// A message from the agent of vnode `node` about one of its jobs.
     pub fn agent_message(&mut self, node: &str, message: AgentMessage, now: i64) {
         let message = match message {
-            AgentMessage::TaskRequest {
-                task,
-                job_id,
-                host,
-                command,
-                cwd,
-                env,
-            } => {
-                let request = tasks::TaskRequest {
-                    task,
-                    job_id,
-                    host,
-                    command,
-                    cwd,
-                    env,
-                };
-                return self.task_request(node, request);
+            AgentMessage::TaskRequest { task, request } => {
+                return self.task_request(node, task, request);
             }
             AgentMessage::TaskEnded {
                 task,

@@ -5,7 +5,7 @@
 //! When the job ends, the agents running its tasks end them.
 
 use super::*;
-use crate::protocol::TaskStart;
+use crate::protocol::{TaskStart, TmRequest};
 
 /// A task handed to an agent, waiting for its end.
 #[derive(Debug)]
@@ -18,25 +18,15 @@ pub(super) struct PendingTask {
     target: String,
 }
 
-/// What a process of a job asked for: see [`AgentMessage::TaskRequest`].
-pub(super) struct TaskRequest {
-    pub task: u64,
-    pub job_id: String,
-    pub host: String,
-    pub command: String,
-    pub cwd: String,
-    pub env: Vec<(String, String)>,
-}
-
 impl Core {
     /// Hands the task `origin`'s agent asked for to the agent of the job's vnode on the host
     /// asked for, or answers why not.
-    pub(super) fn task_request(&mut self, origin: &str, request: TaskRequest) {
+    pub(super) fn task_request(&mut self, origin: &str, task: u64, request: TmRequest) {
         let refuse = |core: &mut Core, why: String| {
             core.outbox.push((
                 origin.to_string(),
                 ServerMessage::TaskEnded {
-                    task: request.task,
+                    task,
                     exit_status: 255,
                     error: Some(why),
                 },
@@ -47,10 +37,10 @@ impl Core {
         };
         let job = self.jobs.get_mut(&seq).expect("job exists");
         let owner = job.owner.clone();
-        let Some(task) = job.task(index) else {
+        let Some(attrs) = job.task(index).map(|t| t.attrs) else {
             return refuse(self, format!("job {} is not running", request.job_id));
         };
-        let vnodes = exec_vnodes(task.attrs.get("exec_vnode").unwrap_or_default());
+        let vnodes = exec_vnodes(attrs.get("exec_vnode").unwrap_or_default());
         if !vnodes.iter().any(|v| v == origin) {
             // Only the job's own agents speak for it.
             return refuse(
@@ -58,7 +48,7 @@ impl Core {
                 format!("job {} does not run on {origin}", request.job_id),
             );
         }
-        let (output_path, error_path) = records::output_paths(task.attrs);
+        let (output_path, error_path) = records::output_paths(attrs);
         let target = vnodes.into_iter().find(|v| {
             self.nodes.get(v).is_some_and(|n| {
                 n.connected && (n.report.host == request.host || *v == request.host)
@@ -87,7 +77,7 @@ impl Core {
         self.tasks.insert(
             id,
             PendingTask {
-                origin: Some((origin.to_string(), request.task)),
+                origin: Some((origin.to_string(), task)),
                 job_id: request.job_id,
                 target,
             },
