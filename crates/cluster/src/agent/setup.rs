@@ -100,19 +100,17 @@ struct Account {
 
 /// Prepares `job` to start: on failure, whatever was made is removed again.
 pub(crate) fn prepare(config: &AgentConfig, job: &JobStart) -> Result<Prepared, StartError> {
-    let id: JobId = job.job_id.parse().map_err(|err| {
-        StartError::new(
-            JOB_EXEC_FAIL1,
-            format!("bad job id {:?}: {err}", job.job_id),
-        )
-    })?;
-    let account = account(&job.owner)?;
-    let stdout = output_file(&job.output_path, &account.home, &id, Stream::Output)?;
-    let stderr = job
-        .error_path
-        .as_deref()
-        .map(|path| output_file(path, &account.home, &id, Stream::Error))
-        .transpose()?;
+    let Owned {
+        id,
+        account,
+        stdout,
+        stderr,
+    } = owned(
+        &job.job_id,
+        &job.owner,
+        &job.output_path,
+        job.error_path.as_deref(),
+    )?;
     let mut files = JobFiles::default();
     let prepared = prepare_files(config, job, &id, &account, &mut files);
     if prepared.is_err() {
@@ -139,19 +137,17 @@ pub(crate) fn prepare(config: &AgentConfig, job: &JobStart) -> Result<Prepared, 
 /// How to start a task of a job here (`pbs_tmrsh`): its command line under `/bin/sh -c`, as
 /// the job's owner, with the environment it came with, its output appended to the job's.
 pub(crate) fn task_launch(task: &TaskStart) -> Result<Launch, StartError> {
-    let id: JobId = task.job_id.parse().map_err(|err| {
-        StartError::new(
-            JOB_EXEC_FAIL1,
-            format!("bad job id {:?}: {err}", task.job_id),
-        )
-    })?;
-    let account = account(&task.owner)?;
-    let stdout = output_file(&task.output_path, &account.home, &id, Stream::Output)?;
-    let stderr = task
-        .error_path
-        .as_deref()
-        .map(|path| output_file(path, &account.home, &id, Stream::Error))
-        .transpose()?;
+    let Owned {
+        account,
+        stdout,
+        stderr,
+        ..
+    } = owned(
+        &task.job_id,
+        &task.owner,
+        &task.output_path,
+        task.error_path.as_deref(),
+    )?;
     let cwd = Some(PathBuf::from(&task.cwd))
         .filter(|dir| dir.is_dir())
         .unwrap_or(account.home);
@@ -169,6 +165,38 @@ pub(crate) fn task_launch(task: &TaskStart) -> Result<Launch, StartError> {
         credentials: account.credentials,
         fresh_output: false,
         cgroup_procs: None,
+    })
+}
+
+/// A job's id, its owner's account and where its output goes, on this node.
+struct Owned {
+    id: JobId,
+    account: Account,
+    stdout: PathBuf,
+    stderr: Option<PathBuf>,
+}
+
+/// What job `job_id` of `owner` runs as and writes to (`error_path` `None`: joined to the
+/// output), for the job itself and for its tasks.
+fn owned(
+    job_id: &str,
+    owner: &str,
+    output_path: &str,
+    error_path: Option<&str>,
+) -> Result<Owned, StartError> {
+    let id: JobId = job_id
+        .parse()
+        .map_err(|err| StartError::new(JOB_EXEC_FAIL1, format!("bad job id {job_id:?}: {err}")))?;
+    let account = account(owner)?;
+    let stdout = output_file(output_path, &account.home, &id, Stream::Output)?;
+    let stderr = error_path
+        .map(|path| output_file(path, &account.home, &id, Stream::Error))
+        .transpose()?;
+    Ok(Owned {
+        id,
+        account,
+        stdout,
+        stderr,
     })
 }
 
