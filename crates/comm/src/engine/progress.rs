@@ -37,10 +37,10 @@ impl Default for Rx {
 
 /// A queued outgoing message.
 pub(super) struct Out {
-    pub(super) id: u64,
-    pub(super) hdr: [u8; HEADER],
-    pub(super) data: Vec<u8>,
-    pub(super) done: usize,
+    id: u64,
+    hdr: [u8; HEADER],
+    data: Vec<u8>,
+    done: usize,
 }
 
 fn write_at(
@@ -303,11 +303,19 @@ impl Engine {
 
     /// Queues a message (owning its bytes) and returns an id for [`Engine::send_done`].
     pub(crate) fn isend(&mut self, dest: usize, env: Envelope, data: Vec<u8>) -> Result<u64> {
-        let id = self.fresh_id();
         if dest == self.rank {
+            let id = self.fresh_id();
             self.deliver(message(env, data));
             return Ok(id);
         }
+        let id = self.enqueue(dest, env, data);
+        self.progress()?;
+        Ok(id)
+    }
+
+    /// Puts a message at the end of the queue towards `dest`; its id.
+    pub(super) fn enqueue(&mut self, dest: usize, env: Envelope, data: Vec<u8>) -> u64 {
+        let id = self.fresh_id();
         self.tx[dest].push_back(Out {
             id,
             hdr: env.encode(),
@@ -315,8 +323,7 @@ impl Engine {
             done: 0,
         });
         self.queued += 1;
-        self.progress()?;
-        Ok(id)
+        id
     }
 
     /// Whether queued send `id` towards `dest` has left the queue (ids grow along a queue).

@@ -1,7 +1,6 @@
 //! The single-copy side of the engine: descriptors of large payloads, the acknowledgements
 //! that answer them, and copies shared by both ends (HELP, HELPED).
 
-use super::progress::Out;
 use super::{Engine, Envelope, Message};
 use crate::single_copy::{self, SingleCopy};
 use crate::{Error, Result};
@@ -175,14 +174,7 @@ impl Engine {
             kind,
             len: data.len() as u64,
         };
-        let id = self.fresh_id();
-        self.tx[dest].push_back(Out {
-            id,
-            hdr: env.encode(),
-            data,
-            done: 0,
-        });
-        self.queued += 1;
+        self.enqueue(dest, env, data);
     }
 
     /// Sends a descriptor of `data` and waits until `dest` has copied it out (or declined,
