@@ -208,13 +208,7 @@ impl Supervisor {
         let w = &mut self.workers[i];
         if let Some(msg) = init_failed {
             let err = PoolError::InitializerFailed(msg);
-            for job in w.inflight.drain(..) {
-                (job.done)(JobEnd::Cancelled(err.clone()));
-            }
-            w.sent = 0;
-            w.offset = 0;
-            w.inflight_bytes = 0;
-            w.lane_busy = [false; LANES];
+            w.cancel_inflight(&err);
             self.shared.lock().broken = Some(err);
         }
     }
@@ -334,13 +328,7 @@ impl Supervisor {
             (job.done)(JobEnd::Cancelled(err.clone()));
         }
         for w in &mut self.workers {
-            for job in w.inflight.drain(..) {
-                (job.done)(JobEnd::Cancelled(err.clone()));
-            }
-            w.sent = 0;
-            w.offset = 0;
-            w.inflight_bytes = 0;
-            w.lane_busy = [false; LANES];
+            w.cancel_inflight(&err);
         }
     }
 

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::PoolError;
+
 use super::codec::{read_u64, CODEC_RAW, REPLY_DECLINED};
 use super::job::{Job, JobEnd, ReplyBody};
 use super::lanes::{
@@ -47,6 +49,17 @@ const MAX_INFLIGHT: usize = 16;
 const INFLIGHT_BYTES: usize = 256 << 10;
 
 impl Worker {
+    /// Ends every job sent to this worker with `err`, and forgets what it was sent.
+    pub(super) fn cancel_inflight(&mut self, err: &PoolError) {
+        for job in self.inflight.drain(..) {
+            (job.done)(JobEnd::Cancelled(err.clone()));
+        }
+        self.sent = 0;
+        self.offset = 0;
+        self.inflight_bytes = 0;
+        self.lane_busy = [false; LANES];
+    }
+
     /// Copies a large task's payload to a free lane of this worker; the short frame to send
     /// instead of the task frame, or None (the frame goes down the pipe as it is).
     pub(super) fn put_in_lane(&mut self, lanes: &Lanes, job: &Job) -> Option<(u8, Vec<u8>)> {
