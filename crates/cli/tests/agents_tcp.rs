@@ -5,10 +5,9 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{kill_and_wait, read_pid, seq, text, wait_until, Cluster, HPCBOX};
+use common::{kill_and_wait, read_pid, seq, text, wait_until, Agent, Cluster};
 
 /// A server with no local node, accepting agents on a TCP port; stopped when dropped.
 struct TcpCluster {
@@ -67,45 +66,25 @@ impl TcpCluster {
     /// An agent for `tcpnode` that knows the server only by its TCP address and token file,
     /// with a state directory (and `HPCBOX_HOME`) of its own.
     fn agent(&self) -> Agent {
-        let own = self.dir.path().join("agent-state");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .unwrap();
-        let child = Command::new(HPCBOX)
-            .args([
-                "agent", "--node", "tcpnode", "--cpus", "1", "--mem", "256mb",
-            ])
-            .arg("--server")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--token-file")
-            .arg(self.home.join("token"))
-            .arg("--state")
-            .arg(&own)
-            .env("HPCBOX_HOME", self.dir.path().join("elsewhere"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Agent(child)
-    }
-}
-
-/// A running `hpcbox agent`, killed when dropped.
-struct Agent(Child);
-
-impl Agent {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
+        let server = format!("127.0.0.1:{}", self.port);
+        let token = self.home.join("token").display().to_string();
+        let own = self.dir.path().join("agent-state").display().to_string();
+        let args = [
+            "--node",
+            "tcpnode",
+            "--cpus",
+            "1",
+            "--mem",
+            "256mb",
+            "--server",
+            &server,
+            "--token-file",
+            &token,
+            "--state",
+            &own,
+        ];
+        let elsewhere = self.dir.path().join("elsewhere");
+        Agent::start(&args, &elsewhere, &self.dir.path().join("agent.log"))
     }
 }
 

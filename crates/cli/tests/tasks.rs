@@ -5,35 +5,17 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use common::{read_pid, seq, text, wait_until, Cluster, HPCBOX};
+use common::{read_pid, seq, text, wait_until, Agent, Cluster};
 
-/// An `hpcbox agent` of this cluster for vnode `node` that reports host `host`; killed when
-/// dropped.
-struct Agent(Child);
-
-impl Agent {
-    fn start(cluster: &Cluster, node: &str, host: &str) -> Agent {
-        let log = std::fs::File::create(cluster.dir.path().join(format!("{node}.log"))).unwrap();
-        let child = Command::new(HPCBOX)
-            .args(["agent", "--node", node, "--cpus", "1", "--mem", "256mb"])
-            .args(["--host", host])
-            .env("HPCBOX_HOME", &cluster.home)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Agent(child)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// An `hpcbox agent` of this cluster for vnode `node` that reports host `host`.
+fn agent(cluster: &Cluster, node: &str, host: &str) -> Agent {
+    let args = [
+        "--node", node, "--cpus", "1", "--mem", "256mb", "--host", host,
+    ];
+    let log = cluster.dir.path().join(format!("{node}.log"));
+    Agent::start(&args, &cluster.home, &log)
 }
 
 /// A server with two one-CPU vnodes, `n1` on host `hostA` and `n2` on `hostB`.
@@ -42,8 +24,8 @@ fn two_hosts() -> (Cluster, [Agent; 2]) {
     let out = cluster.run("up", &["--nodes", "0"]);
     assert!(out.status.success(), "hpcbox up: {}", text(&out.stderr));
     let agents = [
-        Agent::start(&cluster, "n1", "hostA"),
-        Agent::start(&cluster, "n2", "hostB"),
+        agent(&cluster, "n1", "hostA"),
+        agent(&cluster, "n2", "hostB"),
     ];
     wait_until("both vnodes free", || {
         let nodes = text(&cluster.run("pbsnodes", &["-a"]).stdout);

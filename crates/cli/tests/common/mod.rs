@@ -150,3 +150,40 @@ pub fn running(pid: i32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
     })
 }
+
+/// A running `hpcbox agent`, killed when dropped.
+pub struct Agent(std::process::Child);
+
+impl Agent {
+    /// Starts `hpcbox agent args` with `HPCBOX_HOME` set to `home`, its output appended to
+    /// `log`.
+    pub fn start(args: &[&str], home: &Path, log: &Path) -> Agent {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(HPCBOX)
+            .arg("agent")
+            .args(args)
+            .env("HPCBOX_HOME", home)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Agent(child)
+    }
+
+    /// Kills it (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
