@@ -228,21 +228,21 @@ mod tests {
         }
     }
 
+    /// A matcher of a world of one (no rank to poll apart).
+    fn matcher(ctx: u64, src: Option<u32>, tag: Option<i32>) -> Matcher {
+        Matcher {
+            ctx,
+            src,
+            tag,
+            from: None,
+        }
+    }
+
     #[test]
     fn posted_receives_take_messages_in_posting_order() {
         let mut e = Engine::new(0, 1, None, SingleCopy::Off);
-        let any = Matcher {
-            ctx: 0,
-            src: None,
-            tag: None,
-            from: None,
-        };
-        let tag1 = Matcher {
-            ctx: 0,
-            src: None,
-            tag: Some(1),
-            from: None,
-        };
+        let any = matcher(0, None, None);
+        let tag1 = matcher(0, None, Some(1));
         let a = e.post_recv(tag1);
         let b = e.post_recv(any);
         e.send(0, env(1, 0), b"first").unwrap();
@@ -257,20 +257,10 @@ mod tests {
         for (tag, body) in [(2, "a"), (1, "b"), (2, "c")] {
             e.send(0, env(tag, 0), body.as_bytes()).unwrap();
         }
-        let t2 = Matcher {
-            ctx: 0,
-            src: Some(0),
-            tag: Some(2),
-            from: None,
-        };
+        let t2 = matcher(0, Some(0), Some(2));
         assert_eq!(e.recv(t2).unwrap().data, b"a");
         assert_eq!(e.recv(t2).unwrap().data, b"c");
-        let other_ctx = Matcher {
-            ctx: 2,
-            src: None,
-            tag: None,
-            from: None,
-        };
+        let other_ctx = matcher(2, None, None);
         assert!(e.peek(other_ctx).is_none());
         let err = e.recv(other_ctx).unwrap_err();
         assert!(err.to_string().contains("deadlock"), "{err}");
@@ -279,12 +269,7 @@ mod tests {
     #[test]
     fn cancelled_receive_does_not_steal() {
         let mut e = Engine::new(0, 1, None, SingleCopy::Off);
-        let any = Matcher {
-            ctx: 0,
-            src: None,
-            tag: None,
-            from: None,
-        };
+        let any = matcher(0, None, None);
         let id = e.post_recv(any);
         e.cancel(id);
         e.send(0, env(0, 0), b"x").unwrap();
