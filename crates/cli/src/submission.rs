@@ -43,6 +43,7 @@ impl Prepared {
                 .as_ref()
                 .and_then(|at| at.resolve(&jiff::Zoned::now()))
                 .map(|at| at.as_second()),
+            interactive: None,
         }
     }
 }
@@ -98,7 +99,11 @@ impl From<QsubError> for PrepareError {
 /// environment into a job ready to send.
 pub fn prepare(argv: &[String]) -> Result<Prepared, PrepareError> {
     let args = parse_args(argv)?;
-    let script = read_script(&args.operand)?;
+    // `qsub -I` reads no script from standard input, which is the session's (as PBS).
+    let script = match args.operand {
+        Operand::None | Operand::Stdin if args.options.interactive => None,
+        ref operand => read_script(operand)?,
+    };
     let prefix = args.directive_prefix(std::env::var("PBS_DPREFIX").ok().as_deref());
     let options = args.finish(&scan(script.as_deref().unwrap_or(""), &prefix))?;
     let submitter = this_submitter();

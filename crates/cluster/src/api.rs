@@ -27,6 +27,22 @@ pub struct SubmitRequest {
     pub submit_host: String,
     /// `-a`, resolved to seconds since the epoch.
     pub execution_time: Option<i64>,
+    /// `-I`: where `qsub` waits for the job's terminal.
+    #[serde(default)]
+    pub interactive: Option<InteractiveTarget>,
+}
+
+/// Where an interactive job's terminal is: the `qsub -I` listening on `host:port`, and the
+/// secret the job's node proves itself with there
+/// ([`hpcbox_pbs::interactive::Hello`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteractiveTarget {
+    /// The submit host (`PBS_O_HOST`).
+    pub host: String,
+    /// The port `qsub` listens on.
+    pub port: u16,
+    /// A random secret of `qsub`'s, never shown by `qstat`.
+    pub secret: String,
 }
 
 /// `POST /v1/jobs` answer: the new job's id, durable.

@@ -11,6 +11,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ pub enum Program {
     },
     /// An executable and its arguments (`qsub -- exe args`).
     Executable(Vec<OsString>),
+    /// A login shell that reads its commands from the job's terminal (`qsub -I`).
+    LoginShell(PathBuf),
 }
 
 /// Everything needed to start a job's top process.
@@ -56,6 +59,9 @@ pub struct Launch {
     pub fresh_output: bool,
     /// The `cgroup.procs` file of the job's memory cgroup, which its first process enters.
     pub cgroup_procs: Option<PathBuf>,
+    /// The terminal an interactive job runs on (a pseudo-terminal's slave side): its standard
+    /// input, output and error and its controlling terminal, instead of the output files.
+    pub terminal: Option<PathBuf>,
 }
 
 /// Who a job's processes run as: the owner's user, primary group and supplementary groups.
@@ -142,7 +148,7 @@ fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
 /// mode 0600.
 pub fn start(job_id: &str, launch: &Launch) -> io::Result<RunningJob> {
     let mut command = match &launch.program {
-        Program::Script { shell, .. } => {
+        Program::Script { shell, .. } | Program::LoginShell(shell) => {
             let mut command = Command::new(shell);
             command.arg0(login_name(shell));
             command
@@ -162,7 +168,7 @@ pub fn start(job_id: &str, launch: &Launch) -> io::Result<RunningJob> {
         .current_dir(&launch.cwd)
         .stdin(match launch.program {
             Program::Script { .. } => Stdio::piped(),
-            Program::Executable(_) => Stdio::null(),
+            Program::Executable(_) | Program::LoginShell(_) => Stdio::null(),
         })
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -174,10 +180,11 @@ pub fn start(job_id: &str, launch: &Launch) -> io::Result<RunningJob> {
         stderr: launch.stderr.as_deref().map(c_path).transpose()?,
         fresh_output: launch.fresh_output,
         cgroup_procs: launch.cgroup_procs.as_deref().map(c_path).transpose()?,
+        terminal: launch.terminal.as_deref().map(c_path).transpose()?,
     };
     // SAFETY: between fork and exec the closure calls only async-signal-safe functions
-    // (setsid, sched_setaffinity, setgroups, setgid, setuid, open, write, dup2, close) and
-    // allocates nothing.
+    // (setsid, sched_setaffinity, setgroups, setgid, setuid, open, write, ioctl, dup2, close)
+    // and allocates nothing.
     unsafe {
         command.pre_exec(move || child_setup.apply());
     }
@@ -219,6 +226,7 @@ struct ChildSetup {
     stderr: Option<std::ffi::CString>,
     fresh_output: bool,
     cgroup_procs: Option<std::ffi::CString>,
+    terminal: Option<std::ffi::CString>,
 }
 
 impl ChildSetup {
@@ -245,6 +253,9 @@ impl ChildSetup {
             nix::unistd::setgid(credentials.gid)?;
             nix::unistd::setuid(credentials.uid)?;
         }
+        if let Some(terminal) = &self.terminal {
+            return take_terminal(terminal);
+        }
         let mut flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC;
         if self.fresh_output {
             flags |= OFlag::O_TRUNC;
@@ -258,6 +269,23 @@ impl ChildSetup {
         }
         Ok(())
     }
+}
+
+/// Opens `path` (a terminal) as this session's controlling terminal and makes it the standard
+/// input, output and error. Async-signal-safe: runs between fork and exec.
+fn take_terminal(path: &std::ffi::CStr) -> io::Result<()> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let terminal = open(path, OFlag::O_RDWR, Mode::empty())?;
+    // SAFETY: TIOCSCTTY takes an int argument; the fd is open and this process leads its
+    // session (setsid above), so the terminal becomes its controlling terminal.
+    if unsafe { nix::libc::ioctl(terminal.as_raw_fd(), nix::libc::TIOCSCTTY, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    nix::unistd::dup2_stdin(&terminal)?;
+    nix::unistd::dup2_stdout(&terminal)?;
+    nix::unistd::dup2_stderr(&terminal)?;
+    Ok(())
 }
 
 fn cpu_set(cpus: &[usize]) -> io::Result<Option<nix::sched::CpuSet>> {
@@ -507,6 +535,7 @@ mod tests {
             credentials: None,
             fresh_output: false,
             cgroup_procs: None,
+            terminal: None,
         }
     }
 

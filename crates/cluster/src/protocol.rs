@@ -191,6 +191,10 @@ pub struct JobStart {
     /// hold this run's output alone, as PBS's do.
     #[serde(default)]
     pub rerun: bool,
+    /// An interactive job (`qsub -I`): its shell runs on a terminal whose other end is the
+    /// waiting `qsub`, instead of reading a script with its output in files.
+    #[serde(default)]
+    pub interactive: Option<crate::api::InteractiveTarget>,
 }
 
 /// What `hpcbox tmrsh` (PBS's `pbs_tmrsh`) asks the agent of its job: one line of JSON on the

@@ -123,6 +123,7 @@ impl World {
             walltime_limit: None,
             mem_limit_kb: None,
             rerun: false,
+            interactive: None,
         }
     }
 }

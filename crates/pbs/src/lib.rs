@@ -13,6 +13,8 @@
 //! - the job's world: its environment, node file and output paths ([`jobenv`]), and how it
 //!   ends: exit statuses, limit kills and history comments ([`exit`]);
 //! - a new job's attributes as the server records them from `qsub`'s options ([`newjob`]);
+//! - what `qsub -I` and the node of an interactive job say before they copy bytes
+//!   ([`interactive`]);
 //! - the text PBS prints: `qstat` in all its forms, `pbsnodes`, and the error messages and exit
 //!   codes of the commands ([`status`], [`format`](mod@format), [`errno`]).
 //!
@@ -28,6 +30,7 @@ pub mod error;
 pub mod exit;
 pub mod format;
 pub mod getopt;
+pub mod interactive;
 pub mod jobenv;
 pub mod jobid;
 pub mod newjob;

@@ -1,6 +1,7 @@
 //! The PBS commands (`qsub`, `qstat`, `qdel`, `qhold`, `qrls`, `qsig`, `qalter`, `pbsnodes`), as the
 //! `hpcbox` binary answers them under their own names or as `hpcbox qsub …`.
 
+pub mod interactive;
 pub mod pbsnodes;
 pub mod qalter;
 pub mod qdel;

@@ -1,5 +1,6 @@
 //! `qsub`: submit a job script and print its id once the server has it durably.
 
+use hpcbox_cluster::api::SubmitRequest;
 use hpcbox_pbs::errno;
 use hpcbox_pbs::format::qsub_job_id;
 
@@ -21,18 +22,29 @@ pub fn run(args: &[String]) -> i32 {
     for warning in &prepared.args.warnings {
         eprintln!("{warning}");
     }
-    let request = prepared.request(args);
-    match super::client().submit(&request) {
-        Err(err) => super::unreachable("qsub", &err),
-        Ok(Err(refusal)) => {
-            eprintln!("qsub: {}", refusal.text);
-            errno::exit_code(refusal.code)
-        }
-        Ok(Ok(submitted)) => {
+    if prepared.options.interactive {
+        return super::interactive::run(&prepared, args);
+    }
+    match submit(&prepared.request(args)) {
+        Err(code) => code,
+        Ok(job_id) => {
             if !prepared.options.quiet {
-                print!("{}", qsub_job_id(&submitted.job_id));
+                print!("{}", qsub_job_id(&job_id));
             }
             0
         }
+    }
+}
+
+/// Sends `request` to the server: the new job's id, or qsub's exit status after printing
+/// why the job was not queued.
+pub fn submit(request: &SubmitRequest) -> Result<String, i32> {
+    match super::client().submit(request) {
+        Err(err) => Err(super::unreachable("qsub", &err)),
+        Ok(Err(refusal)) => {
+            eprintln!("qsub: {}", refusal.text);
+            Err(errno::exit_code(refusal.code))
+        }
+        Ok(Ok(submitted)) => Ok(submitted.job_id),
     }
 }

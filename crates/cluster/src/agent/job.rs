@@ -9,6 +9,7 @@ use hpcbox_pbs::exit::{kill_message, shell_exit_status, LimitKill};
 use nix::sys::signal::Signal;
 
 use super::setup::JobFiles;
+use super::terminal::Relay;
 use crate::cgroup::MemCgroup;
 use crate::exec::{self, RunningJob};
 use crate::protocol::{AgentMessage, RunningReport, Usage};
@@ -38,6 +39,8 @@ pub(crate) struct Job {
     cgroup: Option<MemCgroup>,
     /// The uid the job runs as.
     owner_uid: u32,
+    /// An interactive job's terminal, relayed to its `qsub`.
+    terminal: Option<Relay>,
 }
 
 impl Job {
@@ -67,6 +70,7 @@ impl Job {
             sigkill_at: None,
             cgroup: None,
             owner_uid: nix::unistd::geteuid().as_raw(),
+            terminal: None,
         }
     }
 
@@ -83,6 +87,11 @@ impl Job {
     /// The job, held to its `mem` by `cgroup` too.
     pub fn with_cgroup(self, cgroup: Option<MemCgroup>) -> Job {
         Job { cgroup, ..self }
+    }
+
+    /// The job, on a terminal relayed to its `qsub` (an interactive job).
+    pub fn with_terminal(self, terminal: Option<Relay>) -> Job {
+        Job { terminal, ..self }
     }
 
     /// The job's full id.
@@ -222,6 +231,9 @@ impl Job {
     pub async fn finish(mut self, exit_status: i32) -> AgentMessage {
         self.sample(Instant::now());
         kill_leftovers(&self.id, &self.process).await;
+        if let Some(terminal) = self.terminal.take() {
+            terminal.close().await;
+        }
         self.files.remove();
         if let Some(cgroup) = &self.cgroup {
             remove_cgroup(cgroup).await;
@@ -270,12 +282,15 @@ async fn remove_cgroup(cgroup: &MemCgroup) {
 /// The file is the job owner's to place: a symbolic link there is not followed, so that an
 /// agent running as root never writes through one into a file the owner could not write.
 fn append(path: &Path, text: &str) -> io::Result<()> {
+    use nix::fcntl::OFlag;
     use std::os::unix::fs::OpenOptionsExt;
+    // O_NOCTTY: the file may be an interactive job's terminal, which must not become the
+    // agent's own.
     fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NOCTTY).bits())
         .open(path)?
         .write_all(text.as_bytes())
 }

@@ -29,6 +29,7 @@ mod mpi_env;
 mod setup;
 mod signals;
 mod tasks;
+mod terminal;
 
 use std::collections::VecDeque;
 use std::io;
@@ -566,6 +567,17 @@ impl Agent {
             .credentials
             .as_ref()
             .map_or_else(|| nix::unistd::geteuid().as_raw(), |c| c.uid.as_raw());
+        let terminal = match &start.interactive {
+            None => None,
+            Some(target) => {
+                let owner = prepared.launch.credentials.as_ref().map(|c| c.uid);
+                let terminal = terminal::open(target, &start.job_id, owner).inspect_err(|_| {
+                    prepared.files.remove();
+                })?;
+                prepared.on_terminal(&terminal.path, &terminal.term);
+                Some(terminal)
+            }
+        };
         let cgroup = self.job_cgroup(start);
         prepared.launch.cgroup_procs = cgroup.as_ref().map(cgroup::MemCgroup::procs_file);
         let process = exec::start(&start.job_id, &prepared.launch).map_err(|err| {
@@ -579,6 +591,14 @@ impl Agent {
                 message: err.to_string(),
             }
         })?;
+        let relay = terminal.and_then(|terminal| {
+            terminal
+                .relay(process.session())
+                .inspect_err(|err| {
+                    tracing::warn!(job = %start.job_id, %err, "cannot relay the job's terminal");
+                })
+                .ok()
+        });
         let limits = Limits {
             walltime: start.walltime_limit,
             mem_kb: start.mem_limit_kb,
@@ -592,6 +612,7 @@ impl Agent {
             start.threads,
         )
         .with_cgroup(cgroup)
+        .with_terminal(relay)
         .owned_by(owner_uid))
     }
 

@@ -88,6 +88,20 @@ pub(crate) struct Prepared {
     pub messages: PathBuf,
 }
 
+impl Prepared {
+    /// Runs the job on `terminal` (an interactive job's): its standard streams and the agent's
+    /// messages to it go there, and its `TERM` is `term`, the submitting terminal's.
+    pub fn on_terminal(&mut self, terminal: &Path, term: &str) {
+        self.launch.terminal = Some(terminal.to_path_buf());
+        self.messages = terminal.to_path_buf();
+        let env = &mut self.launch.env;
+        match env.iter_mut().find(|(name, _)| name == "TERM") {
+            Some(slot) => slot.1 = term.to_string(),
+            None => env.push(("TERM".to_string(), term.to_string())),
+        }
+    }
+}
+
 /// The user a job runs as.
 #[derive(Debug)]
 struct Account {
@@ -129,6 +143,7 @@ pub(crate) fn prepare(config: &AgentConfig, job: &JobStart) -> Result<Prepared, 
             credentials: account.credentials,
             fresh_output: job.rerun,
             cgroup_procs: None,
+            terminal: None,
         },
         files,
     })
@@ -165,6 +180,7 @@ pub(crate) fn task_launch(task: &TaskStart) -> Result<Launch, StartError> {
         credentials: account.credentials,
         fresh_output: false,
         cgroup_procs: None,
+        terminal: None,
     })
 }
 
@@ -259,6 +275,11 @@ fn prepare_files(
         .filter(|shell| !shell.is_empty())
         .unwrap_or_else(|| account.shell.clone());
     let program = match &job.script {
+        // An interactive job's script gave its options only (as in PBS): its shell reads
+        // commands from the terminal.
+        _ if job.interactive.is_some() && job.argv.is_empty() => {
+            Program::LoginShell(PathBuf::from(&shell))
+        }
         Some(script) => {
             let path = config.aux_dir.join(format!("{id}.SC"));
             files.script = Some(path.clone());
@@ -300,7 +321,7 @@ fn prepare_files(
         threads: job.threads,
         account: job.account.clone(),
         tmpdir: tmpdir.to_string_lossy().into_owned(),
-        interactive: false,
+        interactive: job.interactive.is_some(),
     });
     let root = owner.map_or_else(|| Uid::effective().is_root(), |c| c.uid.is_root());
     add_mpi_environment(&mut env, &nodefile.to_string_lossy(), root);

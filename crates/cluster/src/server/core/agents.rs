@@ -79,7 +79,8 @@ impl Core {
         let Some(job) = self.jobs.get(&seq) else {
             return false;
         };
-        if job.attrs.get("Rerunable") == Some("False") {
+        // An interactive job's terminal went with its node: it cannot run again (PBS).
+        if job.attrs.get("Rerunable") == Some("False") || job.interactive_target().is_some() {
             return false;
         }
         if self

@@ -97,6 +97,11 @@ struct TaskRef<'a> {
 }
 
 impl Job {
+    /// Where the `qsub -I` of an interactive job waits for its terminal.
+    pub fn interactive_target(&self) -> Option<&crate::api::InteractiveTarget> {
+        self.request.as_ref()?.interactive.as_ref()
+    }
+
     /// The attributes of the job itself (`None`) or of its started subjob `index`.
     fn task_attrs(&self, index: Option<u32>) -> Option<&StatusObject> {
         match index {

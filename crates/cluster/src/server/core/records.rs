@@ -41,6 +41,7 @@ pub(super) fn job_start_message(
         walltime_limit: walltime,
         mem_limit_kb: mem_kb,
         rerun: get("run_count").and_then(|n| n.parse::<u32>().ok()) > Some(1),
+        interactive: None,
     }
 }
 

@@ -22,10 +22,10 @@ impl Core {
         if !self.queues.contains_key(&queue) {
             return Err(err(PbsErrno::UnknownQueue));
         }
-        if req.options.interactive {
+        if req.options.interactive && req.interactive.is_none() {
             return Err(ApiError::with_text(
-                PbsErrno::NotSupported.code(),
-                "interactive jobs (-I) are not supported by hpcbox yet",
+                PbsErrno::BadAttributeValue.code(),
+                "an interactive job needs the address of its qsub",
             ));
         }
         let array = req.options.array.is_some();

@@ -118,6 +118,7 @@ impl Core {
             refresh_array(job, now);
         }
         let (owner, script, argv) = (job.owner.clone(), job.script.clone(), job.argv.clone());
+        let interactive = job.interactive_target().cloned();
         let Some(task) = job.task(index) else {
             return;
         };
@@ -149,6 +150,7 @@ impl Core {
         message.script = script;
         message.argv = argv;
         message.cpus = cpus;
+        message.interactive = interactive;
         self.outbox
             .push((node, ServerMessage::Start(Box::new(message))));
         self.persist(seq);

@@ -1,0 +1,247 @@
+//! An interactive job's terminal (`qsub -I`): a pseudo-terminal on this node whose other end is
+//! the `qsub` waiting on the submit host, reached over TCP as PBS's mom reaches it.
+//!
+//! The agent connects to `qsub`, names the job with its secret, and reads back the terminal's
+//! type, control characters and size ([`hpcbox_pbs::interactive`]); the job's shell then runs on
+//! the pseudo-terminal's slave side, and two threads copy bytes between the connection and the
+//! master side until either ends: `qsub` leaving hangs the shell up, as a closed terminal would,
+//! and the job's last process closing the terminal ends the connection.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hpcbox_pbs::exit::JOB_EXEC_FAIL1;
+use hpcbox_pbs::interactive::{Hello, TerminalSettings, MAX_LINE};
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::termios::{self, SetArg, SpecialCharacterIndices as Cc};
+use nix::unistd::{Pid, Uid};
+
+use super::setup::StartError;
+use crate::api::InteractiveTarget;
+
+/// How long the agent tries to reach `qsub`, and then waits for its answer (PBS's mom gives
+/// the whole start 30 seconds).
+const REACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a finished job's last output may take to reach `qsub` before the connection is
+/// closed under it.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A job's terminal, connected to its `qsub` but not yet relaying.
+#[derive(Debug)]
+pub(crate) struct Terminal {
+    master: File,
+    /// The slave side (`/dev/pts/N`), which the job opens as its controlling terminal.
+    pub path: PathBuf,
+    socket: TcpStream,
+    /// `qsub`'s terminal type, the job's `TERM`.
+    pub term: String,
+}
+
+/// A terminal being relayed: ends when the job's processes have all closed it or `qsub` left.
+#[derive(Debug)]
+pub(crate) struct Relay {
+    socket: TcpStream,
+    from_terminal: JoinHandle<()>,
+}
+
+/// Connects to the `qsub` of job `job_id` and makes the job's terminal like `qsub`'s, owned by
+/// `owner` (the agent's own user when `None`). A failure is PBS's `JOB_EXEC_FAIL1`.
+pub(crate) fn open(
+    target: &InteractiveTarget,
+    job_id: &str,
+    owner: Option<Uid>,
+) -> Result<Terminal, StartError> {
+    let fail = |what: &str, err: &dyn std::fmt::Display| StartError {
+        exit_status: JOB_EXEC_FAIL1,
+        message: format!(
+            "cannot {what} the interactive qsub on {}:{}: {err}",
+            target.host, target.port
+        ),
+    };
+    let mut socket = reach(target).map_err(|err| fail("reach", &err))?;
+    let settings =
+        greet(&mut socket, job_id, &target.secret).map_err(|err| fail("talk to", &err))?;
+    let (master, path) =
+        pseudo_terminal(&settings, owner).map_err(|err| fail("make a terminal for", &err))?;
+    Ok(Terminal {
+        master,
+        path,
+        socket,
+        term: settings.term,
+    })
+}
+
+/// A connection to `target`: its host's addresses in turn, this machine's own when the name
+/// does not resolve here (a virtual node of the submit host).
+fn reach(target: &InteractiveTarget) -> io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .unwrap_or_else(|_| vec![SocketAddr::from(([127, 0, 0, 1], target.port))]);
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, REACH_TIMEOUT) {
+            Ok(socket) => return Ok(socket),
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
+}
+
+/// Names the job to `qsub` and reads its terminal's settings.
+fn greet(socket: &mut TcpStream, job_id: &str, secret: &str) -> io::Result<TerminalSettings> {
+    socket.set_read_timeout(Some(REACH_TIMEOUT))?;
+    socket.set_write_timeout(Some(REACH_TIMEOUT))?;
+    let hello = Hello {
+        job_id: job_id.to_string(),
+        secret: secret.to_string(),
+    };
+    socket.write_all(hello.to_string().as_bytes())?;
+    let mut reader = BufReader::new(socket.try_clone()?.take(3 * MAX_LINE as u64));
+    let mut text = String::new();
+    for _ in 0..3 {
+        if reader.read_line(&mut text)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "it closed the connection",
+            ));
+        }
+    }
+    // The settings are all qsub sends before the user types: nothing is left in the reader.
+    socket.set_read_timeout(None)?;
+    socket.set_write_timeout(None)?;
+    TerminalSettings::parse(&text).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+}
+
+/// A pseudo-terminal with `settings`' control characters and size, its slave side owned by
+/// `owner`: the master side and the slave's path.
+fn pseudo_terminal(settings: &TerminalSettings, owner: Option<Uid>) -> io::Result<(File, PathBuf)> {
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    let path = PathBuf::from(nix::pty::ptsname_r(&master)?);
+    if let Some(uid) = owner {
+        nix::unistd::chown(&path, Some(uid), None)?;
+    }
+    // Terminal settings made on the master side are the slave's (Linux).
+    let mut modes = termios::tcgetattr(&master)?;
+    for (index, value) in [
+        Cc::VINTR,
+        Cc::VQUIT,
+        Cc::VERASE,
+        Cc::VKILL,
+        Cc::VEOF,
+        Cc::VSUSP,
+    ]
+    .into_iter()
+    .zip(settings.control)
+    {
+        modes.control_chars[index as usize] = value;
+    }
+    termios::tcsetattr(&master, SetArg::TCSANOW, &modes)?;
+    let size = nix::libc::winsize {
+        ws_row: settings.rows,
+        ws_col: settings.cols,
+        ws_xpixel: settings.xpixel,
+        ws_ypixel: settings.ypixel,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which outlives the call.
+    if unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &size) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let master: OwnedFd = master.into();
+    Ok((File::from(master), path))
+}
+
+impl Terminal {
+    /// Starts copying between `qsub` and the terminal, whose session `leader` (the job's
+    /// shell) now has it open.
+    pub fn relay(self, leader: Pid) -> io::Result<Relay> {
+        let Terminal { master, socket, .. } = self;
+        let (mut to_master, mut from_socket) = (master.try_clone()?, socket.try_clone()?);
+        let (mut from_master, mut to_socket) = (master, socket.try_clone()?);
+        // Set once no process has the terminal open: the leader's pid may then be reused.
+        let closed = Arc::new(AtomicBool::new(false));
+        let closed_seen = Arc::clone(&closed);
+        std::thread::Builder::new()
+            .name("terminal-in".into())
+            .spawn(move || {
+                pump(&mut from_socket, &mut to_master);
+                // qsub left: hang up, as a terminal that goes away does.
+                if !closed_seen.load(Ordering::Acquire) {
+                    hang_up(&to_master, leader);
+                }
+            })?;
+        let from_terminal = std::thread::Builder::new()
+            .name("terminal-out".into())
+            .spawn(move || {
+                // The terminal's end (EIO) comes once every process of the job has closed it.
+                if pump(&mut from_master, &mut to_socket) == End::Source {
+                    closed.store(true, Ordering::Release);
+                }
+                let _ = to_socket.shutdown(Shutdown::Both);
+            })?;
+        Ok(Relay {
+            socket,
+            from_terminal,
+        })
+    }
+}
+
+/// Which side of a [`pump`] ended it.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Reading failed or came to its end.
+    Source,
+    /// Writing failed.
+    Sink,
+}
+
+/// Copies `from` to `to` until one of them ends.
+fn pump(from: &mut impl Read, to: &mut impl Write) -> End {
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return End::Source,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return End::Source,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            return End::Sink;
+        }
+    }
+}
+
+/// SIGHUP and SIGCONT to the terminal's foreground process group and its session leader.
+fn hang_up(master: &File, leader: Pid) {
+    let mut groups = vec![leader];
+    if let Ok(foreground) = nix::unistd::tcgetpgrp(master) {
+        groups.push(Pid::from_raw(-foreground.as_raw()));
+    }
+    for target in groups {
+        let _ = kill(target, Signal::SIGHUP);
+        let _ = kill(target, Signal::SIGCONT);
+    }
+}
+
+impl Relay {
+    /// Ends the relay once the job has ended: its last output goes to `qsub` (for a moment at
+    /// most), then the connection closes, which tells `qsub` the job is over.
+    pub async fn close(self) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while !self.from_terminal.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
