@@ -138,7 +138,7 @@ fn oom_on_2(x: u32) -> u32 {
         };
         // SAFETY: setrlimit with a valid struct.
         unsafe { libc::setrlimit(libc::RLIMIT_AS, &cap) };
-        let v = vec![1u8; 1 << 30];
+        let v = std::hint::black_box(vec![1u8; 1 << 30]);
         return v[v.len() - 1] as u32;
     }
     x
@@ -858,6 +858,17 @@ fn numeric_maps_of_any_chunk_size_match_serial_and_name_a_panicking_item() {
             matches!(&err, PoolError::Panicked { index: 345_678, message } if message.contains("no 345678")),
             "chunksize {chunksize}: {err:?}"
         );
+        // Every other item of the chunk keeps its value (f32 results replace u32 items in
+        // place in the worker).
+        let each = pool
+            .map_results_chunksize(panics_at_345_678, 0..700_000u32, chunksize)
+            .unwrap();
+        for (i, got) in each.iter().enumerate() {
+            match got {
+                Ok(value) => assert_eq!(*value, i as f32, "chunksize {chunksize}, item {i}"),
+                Err(err) => assert_eq!(i, 345_678, "chunksize {chunksize}: {err:?}"),
+            }
+        }
     }
 }
 
