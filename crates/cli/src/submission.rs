@@ -146,6 +146,11 @@ fn read_script(operand: &Operand) -> Result<Option<String>, PrepareError> {
                 })
         }
         Operand::None | Operand::Stdin => {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                // PBS's prompt for a script typed at the terminal.
+                println!("Job script will be read from standard input. Submit with CTRL+D.");
+            }
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)

@@ -1,4 +1,5 @@
-//! End to end: `qsub -I`, driven from a pseudo-terminal as a user at a terminal drives it.
+//! End to end: `qsub -I` (and `qsub` reading a script typed at the terminal), driven from a
+//! pseudo-terminal as a user at a terminal drives them.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{text, wait_until, Cluster};
 
-/// `qsub -I args` on a terminal of its own, with everything it prints collected.
+/// `qsub args` on a terminal of its own, with everything it prints collected.
 struct Terminal {
     child: Child,
     keyboard: std::fs::File,
@@ -24,7 +25,6 @@ impl Terminal {
         let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
         let mut command = cluster.command("qsub");
         command
-            .arg("-I")
             .args(args)
             .env("TERM", "xterm")
             .stdin(slave(&pty.slave))
@@ -114,7 +114,7 @@ impl Drop for Terminal {
 #[test]
 fn an_interactive_job_runs_a_shell_on_this_terminal_until_it_exits() {
     let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
-    let mut terminal = Terminal::qsub(&cluster, &["-l", "walltime=120"]);
+    let mut terminal = Terminal::qsub(&cluster, &["-I", "-l", "walltime=120"]);
     let id = terminal.job_id();
     terminal.expect(&format!("qsub: job {id} ready\r\n\r\n"));
     terminal.type_keys("echo \"in $PBS_ENVIRONMENT as $PBS_JOBID on $TERM\"; tty; exit 3\r");
@@ -131,7 +131,7 @@ fn an_interactive_job_runs_a_shell_on_this_terminal_until_it_exits() {
 #[test]
 fn tilde_dot_leaves_the_session_and_hangs_up_its_job() {
     let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
-    let mut terminal = Terminal::qsub(&cluster, &[]);
+    let mut terminal = Terminal::qsub(&cluster, &["-I"]);
     let id = terminal.job_id();
     terminal.expect("ready");
     terminal.type_keys("echo started; sleep 1000\r");
@@ -146,7 +146,7 @@ fn tilde_dot_leaves_the_session_and_hangs_up_its_job() {
 #[test]
 fn a_limit_kill_is_told_on_the_terminal() {
     let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
-    let mut terminal = Terminal::qsub(&cluster, &["-l", "walltime=2"]);
+    let mut terminal = Terminal::qsub(&cluster, &["-I", "-l", "walltime=2"]);
     let id = terminal.job_id();
     terminal.expect("ready");
     terminal.type_keys("sleep 1000\r");
@@ -164,7 +164,7 @@ fn a_waiting_interactive_job_may_be_given_up_or_deleted() {
     cluster.wait_state(&busy, "R");
 
     // An interrupt asks whether to give up; "y" deletes the job.
-    let mut terminal = Terminal::qsub(&cluster, &[]);
+    let mut terminal = Terminal::qsub(&cluster, &["-I"]);
     let id = terminal.job_id();
     terminal.type_keys("\x03");
     terminal.expect("Do you wish to terminate the job and exit (y|[n])? ");
@@ -176,7 +176,7 @@ fn a_waiting_interactive_job_may_be_given_up_or_deleted() {
     cluster.wait_state(&id, "F");
 
     // Deleted by someone else while it waits: qsub notices and says so.
-    let mut terminal = Terminal::qsub(&cluster, &[]);
+    let mut terminal = Terminal::qsub(&cluster, &["-I"]);
     let id = terminal.job_id();
     assert!(cluster.run("qdel", &[&id]).status.success());
     terminal.expect(&format!("qsub: job {id} apparently deleted"));
@@ -199,4 +199,20 @@ fn qsub_dash_i_needs_a_terminal() {
     );
     let listed = cluster.run("qstat", &["-x"]);
     assert_eq!(text(&listed.stdout), "", "a job was submitted");
+}
+
+#[test]
+fn a_script_typed_at_the_terminal_is_asked_for_and_read_to_its_end() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let mut terminal = Terminal::qsub(&cluster, &[]);
+    terminal.expect("Job script will be read from standard input. Submit with CTRL+D.\r\n");
+    terminal.type_keys("echo typed\n\x04");
+    assert_eq!(terminal.exit_status(), 0);
+    let screen = terminal.screen();
+    let id = screen.lines().last().unwrap().trim().to_string();
+    cluster.wait_state(&id, "F");
+    assert_eq!(
+        cluster.read(&format!("STDIN.o{}", common::seq(&id))),
+        "typed\n"
+    );
 }
