@@ -85,8 +85,18 @@ fn the_lessons_testmpi_script_runs_unmodified_on_four_virtual_nodes() {
 /// script needs. `.ci/run` installs both and sets `HPCBOX_REQUIRE_MPI`, which turns their
 /// absence into a failure; elsewhere the MPI half of the test is skipped, saying so.
 fn system_mpi_with_mpi4py() -> bool {
-    let probe = Command::new("bash")
-        .args(["-lc", "command -v mpiexec && python -c 'import mpi4py'"])
+    // In a job's environment (the agent's base PATH, then the login profile), not this
+    // process's: a PATH of this shell's own (a virtualenv, say) would find what a job does not.
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/".into());
+    let probe = Command::new("env")
+        .args([
+            "-i",
+            "PATH=/bin:/usr/bin",
+            &format!("HOME={home}"),
+            "bash",
+            "-lc",
+        ])
+        .arg("command -v mpiexec && python -c 'import mpi4py'")
         .output()
         .is_ok_and(|out| out.status.success());
     let required = std::env::var_os("HPCBOX_REQUIRE_MPI").is_some();
