@@ -47,6 +47,9 @@ pub fn run(prepared: &Prepared, argv: &[String]) -> i32 {
         eprint!("qsub:\tstandard input and output must be a terminal for\n\tinteractive job submission\n");
         return 1;
     }
+    if prepared.options.x11 {
+        eprintln!("qsub: X11 forwarding (-X) is not supported by hpcbox: the session has no display");
+    }
     let (listener, secret) = match listen() {
         Ok(found) => found,
         Err(err) => {
