@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{read_pid, seq, text, wait_until, Agent, Cluster};
+use common::{kill_and_wait, read_pid, seq, text, wait_until, Agent, Cluster};
 
 /// An `hpcbox agent` of this cluster for vnode `node` that reports host `host`.
 fn agent(cluster: &Cluster, node: &str, host: &str) -> Agent {
@@ -58,6 +58,51 @@ echo "nowhere status $?"
     assert!(parent.contains("agent --node n2"), "{parent}");
     let errors = cluster.read(&format!("tm.pbs.e{}", seq(&id)));
     assert!(errors.contains("nowhere is not a host of job"), "{errors}");
+}
+
+/// The server is killed with SIGKILL while a task runs, which ends before the server is back:
+/// its end still comes back to its `pbs_tmrsh`. Killed again while another task runs, the
+/// restarted server still ends that task with its job.
+#[test]
+fn tasks_survive_a_server_killed_while_they_run() {
+    let (cluster, _agents) = two_hosts();
+    let script = r#"#PBS -l select=2:ncpus=1 -l place=scatter
+cd $PBS_O_WORKDIR
+"$OMPI_MCA_plm_rsh_agent" hostB 'echo $$ > first.pid; while [ ! -e go ]; do sleep 0.05; done; exit 4'
+echo "tmrsh status $?"
+"$OMPI_MCA_plm_rsh_agent" hostB 'echo $$ > second.pid; exec sleep 1000' &
+sleep 1000
+"#;
+    let id = cluster.qsub("restart.pbs", script, &[]);
+    wait_until("the first task started", || {
+        cluster.work.join("first.pid").exists()
+    });
+    let first = read_pid(&cluster.work.join("first.pid"));
+    let kill_server = || kill_and_wait(read_pid(&cluster.state().join("server.pid")));
+    let start_server = || {
+        let out = cluster.run("up", &["--nodes", "0"]);
+        assert!(out.status.success(), "hpcbox up: {}", text(&out.stderr));
+    };
+    kill_server();
+    std::fs::write(cluster.work.join("go"), "").unwrap();
+    wait_until("the first task gone", || gone(first));
+    start_server();
+    wait_until("the second task started", || {
+        cluster.work.join("second.pid").exists()
+    });
+    let output = cluster.read(&format!("restart.pbs.o{}", seq(&id)));
+    assert!(output.contains("tmrsh status 4"), "{output}");
+    let second = read_pid(&cluster.work.join("second.pid"));
+    kill_server();
+    start_server();
+    assert!(cluster.run("qdel", &[&id]).status.success());
+    cluster.wait_state(&id, "F");
+    wait_until("the second task gone", || gone(second));
+}
+
+/// Whether process `pid` has exited (a zombie not yet reaped counts as gone).
+fn gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.contains(") Z "))
 }
 
 #[test]

@@ -75,6 +75,10 @@ pub enum AgentMessage {
         node: NodeReport,
         /// Jobs still running on it.
         running: Vec<RunningReport>,
+        /// Tasks of jobs (`pbs_tmrsh`) it still runs, so that a restarted server can still
+        /// relay their ends and end them with their jobs.
+        #[serde(default)]
+        tasks: Vec<TaskReport>,
     },
     /// A job's processes started.
     Started {
@@ -123,6 +127,10 @@ pub enum AgentMessage {
     TaskEnded {
         /// The server's number for the task ([`TaskStart::task`]).
         task: u64,
+        /// Who asked for it ([`TaskStart::origin`]): where the end goes, even from a server
+        /// that has restarted since it started the task.
+        #[serde(default)]
+        origin: Option<TaskOrigin>,
         /// Its exit status as a shell gives it (128 + signal when killed).
         exit_status: i32,
         /// Why it could not run, if it could not.
@@ -130,11 +138,35 @@ pub enum AgentMessage {
     },
 }
 
+/// Who asked for a task: the vnode whose agent forwarded the request, and that agent's number
+/// for it ([`AgentMessage::TaskRequest`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskOrigin {
+    /// The asking agent's vnode.
+    pub node: String,
+    /// Its number for the request.
+    pub ask: u64,
+}
+
+/// A task an agent runs, as it re-reports it when it (re)connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// The server's number for it.
+    pub task: u64,
+    /// The job it belongs to.
+    pub job_id: String,
+    /// Who asked for it.
+    pub origin: Option<TaskOrigin>,
+}
+
 /// A task of a job to run on this agent's host ([`AgentMessage::TaskRequest`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskStart {
     /// The server's number for the task.
     pub task: u64,
+    /// Who asked for it; the agent sends it back with the task's end.
+    #[serde(default)]
+    pub origin: Option<TaskOrigin>,
     /// The job it belongs to.
     pub job_id: String,
     /// The job's owner, whom it runs as when the agent runs as root.
@@ -346,6 +378,14 @@ mod tests {
                 job_id: "1.hpcbox".into(),
                 session: 42,
                 usage: Usage::default(),
+            }],
+            tasks: vec![TaskReport {
+                task: 7,
+                job_id: "1.hpcbox".into(),
+                origin: Some(TaskOrigin {
+                    node: "node2".into(),
+                    ask: 3,
+                }),
             }],
         };
         let line = encode_line(&hello).unwrap();

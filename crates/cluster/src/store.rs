@@ -145,6 +145,28 @@ impl Store {
         Ok(Ok((seq as u64, record)))
     }
 
+    /// Counts one more start of the server on this store and returns the count (1 for the
+    /// first): numbers a server hands out during one run (tasks) are made unique across runs
+    /// with it.
+    pub fn count_start(&mut self) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: Option<i64> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'starts'", [], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        let starts = last.unwrap_or(0) + 1;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('starts', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![starts],
+        )?;
+        tx.commit()?;
+        Ok(starts as u64)
+    }
+
     /// Replaces job `seq`'s record and those of the `subjobs` given (index and record), in one
     /// transaction; `finished` marks the job as history.
     pub fn update_job<T: Serialize, S: Serialize>(
@@ -278,6 +300,17 @@ mod tests {
     struct Job {
         seq: u64,
         name: String,
+    }
+
+    #[test]
+    fn starts_are_counted_across_openings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.count_start().unwrap(), 1);
+        assert_eq!(store.count_start().unwrap(), 2);
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().count_start().unwrap(), 3);
     }
 
     fn submit(store: &mut Store, name: &str) -> (u64, Job) {

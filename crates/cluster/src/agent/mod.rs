@@ -332,6 +332,7 @@ impl Agent {
             token: self.config.token.clone(),
             node: self.config.node.clone(),
             running: self.jobs.iter().map(Job::running_report).collect(),
+            tasks: self.tasks.iter().map(tasks::Task::report).collect(),
         };
         send(&mut write, &hello).await?;
         loop {
@@ -436,11 +437,13 @@ impl Agent {
                 self.tasks.push(tasks::Task {
                     id: start.task,
                     job_id: start.job_id,
+                    origin: start.origin,
                     process,
                 });
             }
             Err(failure) => self.outbox.push_back(AgentMessage::TaskEnded {
                 task: start.task,
+                origin: start.origin,
                 exit_status: 255,
                 error: Some(failure.message),
             }),
@@ -464,6 +467,7 @@ impl Agent {
             tracing::info!(job = %task.job_id, task = task.id, exit_status, "task ended");
             self.outbox.push_back(AgentMessage::TaskEnded {
                 task: task.id,
+                origin: task.origin,
                 exit_status,
                 error: None,
             });

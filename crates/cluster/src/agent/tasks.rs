@@ -14,7 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::exec::RunningJob;
-use crate::protocol::{self, TmAnswer, TmRequest};
+use crate::protocol::{self, TaskOrigin, TaskReport, TmAnswer, TmRequest};
 
 /// Longest request line accepted (a large environment fits).
 const MAX_REQUEST: usize = 1 << 20;
@@ -32,7 +32,20 @@ pub(crate) struct Task {
     /// The server's number for it.
     pub id: u64,
     pub job_id: String,
+    /// Who asked for it, told again with its end.
+    pub origin: Option<TaskOrigin>,
     pub process: RunningJob,
+}
+
+impl Task {
+    /// The task as the agent re-reports it to the server.
+    pub fn report(&self) -> TaskReport {
+        TaskReport {
+            task: self.id,
+            job_id: self.job_id.clone(),
+            origin: self.origin.clone(),
+        }
+    }
 }
 
 /// The answer to a request that cannot be served.

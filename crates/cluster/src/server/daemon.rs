@@ -23,7 +23,7 @@ use crate::api::{
 use crate::home::StateDir;
 use crate::protocol::{
     decode_line, encode_line, read_line, AgentMessage, NodeReport, RunningReport, ServerMessage,
-    HEARTBEAT_INTERVAL, MAX_AGENT_LINE,
+    TaskReport, HEARTBEAT_INTERVAL, MAX_AGENT_LINE,
 };
 use crate::store::Store;
 use hpcbox_pbs::newjob::DEFAULT_QUEUE;
@@ -356,7 +356,7 @@ fn same_token(expected: &str, given: &str) -> bool {
 async fn read_hello<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     token: &str,
-) -> Result<(NodeReport, Vec<RunningReport>), String> {
+) -> Result<(NodeReport, Vec<RunningReport>, Vec<TaskReport>), String> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, read_line(reader, MAX_AGENT_LINE))
         .await
         .map_err(|_| "no hello in time".to_string())?
@@ -367,7 +367,8 @@ async fn read_hello<R: AsyncBufRead + Unpin>(
             token: given,
             node,
             running,
-        }) if same_token(token, &given) => Ok((node, running)),
+            tasks,
+        }) if same_token(token, &given) => Ok((node, running, tasks)),
         Ok(AgentMessage::Hello { .. }) => Err("bad token".to_string()),
         _ => Err("the first message must be a hello".to_string()),
     }
@@ -379,7 +380,7 @@ where
 {
     let (read, mut write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
-    let (node, running) = match read_hello(&mut reader, &shared.token).await {
+    let (node, running, tasks) = match read_hello(&mut reader, &shared.token).await {
         Ok(hello) => hello,
         Err(reason) => {
             tracing::warn!("refused an agent from {peer}: {reason}");
@@ -395,7 +396,7 @@ where
     if write_message(&mut write, &welcome).await.is_err() {
         return;
     }
-    register(&shared, node, &running, sender.clone());
+    register(&shared, node, &running, &tasks, sender.clone());
     tracing::info!("agent for {name} connected from {peer}");
     shared.wake.notify_one();
     let writer = tokio::spawn(async move {
@@ -441,6 +442,7 @@ fn register(
     shared: &Shared,
     node: NodeReport,
     running: &[RunningReport],
+    tasks: &[TaskReport],
     sender: mpsc::UnboundedSender<ServerMessage>,
 ) {
     let name = node.name.clone();
@@ -449,7 +451,7 @@ fn register(
         .core
         .lock()
         .expect("core lock")
-        .agent_hello(node, &running, now());
+        .agent_hello(node, &running, tasks, now());
     let backlog = shared
         .pending
         .lock()
@@ -540,6 +542,7 @@ mod tests {
                 token: token.into(),
                 node: node.clone(),
                 running: vec![],
+                tasks: vec![],
             })
             .unwrap()
         };

@@ -2,12 +2,19 @@
 //! requeues of the jobs a node lost.
 
 use super::*;
+use crate::protocol::TaskReport;
 
 impl Core {
     /// An agent said hello for its vnode: the vnode joins (or comes back), and jobs the
     /// server thinks run there but the agent no longer has are requeued (or, when not
     /// rerunnable, ended).
-    pub fn agent_hello(&mut self, report: NodeReport, running: &[String], now: i64) {
+    pub fn agent_hello(
+        &mut self,
+        report: NodeReport,
+        running: &[String],
+        tasks: &[TaskReport],
+        now: i64,
+    ) {
         let name = report.name.clone();
         self.install_node(&name, &report);
         let _ = self.sched.apply(Event::NodeUp(name.clone()));
@@ -55,6 +62,7 @@ impl Core {
                 self.task_ended(seq, index, status, Usage::default(), now);
             }
         }
+        self.tasks_reported(&name, tasks);
     }
 
     /// The id of the job (or subjob), as its agent knows it.
@@ -137,9 +145,10 @@ impl Core {
             }
             AgentMessage::TaskEnded {
                 task,
+                origin,
                 exit_status,
                 error,
-            } => return self.task_finished(task, exit_status, error),
+            } => return self.task_finished(task, origin, exit_status, error),
             other => other,
         };
         let job_id = match &message {

@@ -201,7 +201,8 @@ pub struct Core {
     last_purge: i64,
     /// Tasks of jobs running on their other hosts (`pbs_tmrsh`), by the server's number.
     tasks: BTreeMap<u64, tasks::PendingTask>,
-    /// The server's number for the next task.
+    /// The server's number for the next task: this run's count of starts in the high half,
+    /// so that no task of an earlier run shares one.
     next_task: u64,
 }
 
@@ -218,7 +219,8 @@ fn err(errno: PbsErrno) -> ApiError {
 
 impl Core {
     /// The server named `name` over `store`, with its queues, jobs and nodes reloaded.
-    pub fn open(name: &str, store: Store, tz: TimeZone) -> Result<Core, StoreError> {
+    pub fn open(name: &str, mut store: Store, tz: TimeZone) -> Result<Core, StoreError> {
+        let next_task = store.count_start()? << 32;
         let mut core = Core {
             name: name.to_string(),
             store,
@@ -233,7 +235,7 @@ impl Core {
             history_seconds: DEFAULT_HISTORY_SECONDS,
             last_purge: i64::MIN,
             tasks: BTreeMap::new(),
-            next_task: 1,
+            next_task,
         };
         for (_, queue) in core.store.objects::<QueueSpec>(ObjectKind::Queue)? {
             core.install_queue(queue);
@@ -471,6 +473,35 @@ fn end_task(task: TaskRef<'_>, letter: &str, sub: u32, now: i64) {
 mod tests {
     use super::arrays::remaining_ranges;
     use super::*;
+
+    #[test]
+    fn tasks_of_ended_jobs_are_ended_when_their_agent_reports_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut core = Core::open("srv", store, TimeZone::UTC).unwrap();
+        let report = |task, job: &str| crate::protocol::TaskReport {
+            task,
+            job_id: job.into(),
+            origin: None,
+        };
+        core.tasks_reported("n2", &[report(7, "3.srv"), report(8, "3.srv")]);
+        assert!(core.tasks.is_empty());
+        assert!(matches!(
+            core.outbox.as_slice(),
+            [(node, ServerMessage::Kill { job_id, grace: 0 })] if node == "n2" && job_id == "3.srv"
+        ));
+    }
+
+    #[test]
+    fn task_numbers_of_a_restarted_server_are_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let first = Core::open("srv", Store::open(&path).unwrap(), TimeZone::UTC).unwrap();
+        let first_task = first.next_task;
+        drop(first);
+        let again = Core::open("srv", Store::open(&path).unwrap(), TimeZone::UTC).unwrap();
+        assert!(again.next_task >= first_task + (1 << 32));
+    }
 
     #[test]
     fn exec_vnode_names() {

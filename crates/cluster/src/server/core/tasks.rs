@@ -5,14 +5,13 @@
 //! When the job ends, the agents running its tasks end them.
 
 use super::*;
-use crate::protocol::{TaskStart, TmRequest};
+use crate::protocol::{TaskOrigin, TaskReport, TaskStart, TmRequest};
 
 /// A task handed to an agent, waiting for its end.
 #[derive(Debug)]
 pub(super) struct PendingTask {
-    /// The vnode whose agent asked, and its number for the request; `None` once it has been
-    /// answered (the task's agent went away).
-    origin: Option<(String, u64)>,
+    /// Who asked; `None` once answered (the task's agent went away) or when not known.
+    origin: Option<TaskOrigin>,
     /// The job it belongs to, and the vnode whose agent runs it.
     job_id: String,
     target: String,
@@ -62,8 +61,13 @@ impl Core {
         };
         let id = self.next_task;
         self.next_task += 1;
+        let origin = TaskOrigin {
+            node: origin.to_string(),
+            ask: task,
+        };
         let start = TaskStart {
             task: id,
+            origin: Some(origin.clone()),
             job_id: request.job_id.clone(),
             owner,
             command: request.command,
@@ -77,22 +81,63 @@ impl Core {
         self.tasks.insert(
             id,
             PendingTask {
-                origin: Some((origin.to_string(), task)),
+                origin: Some(origin),
                 job_id: request.job_id,
                 target,
             },
         );
     }
 
-    /// Relays the end of task `task` to the agent that asked for it.
-    pub(super) fn task_finished(&mut self, task: u64, exit_status: i32, error: Option<String>) {
-        if let Some((origin, task)) = self.tasks.remove(&task).and_then(|p| p.origin) {
+    /// Relays the end of task `task` to the agent that asked for it: the one on record, else
+    /// (a task started before this server restarted) the one its agent names.
+    pub(super) fn task_finished(
+        &mut self,
+        task: u64,
+        named: Option<TaskOrigin>,
+        exit_status: i32,
+        error: Option<String>,
+    ) {
+        let origin = match self.tasks.remove(&task) {
+            Some(pending) => pending.origin,
+            None => named,
+        };
+        if let Some(origin) = origin {
             let ended = ServerMessage::TaskEnded {
-                task,
+                task: origin.ask,
                 exit_status,
                 error,
             };
-            self.outbox.push((origin, ended));
+            self.outbox.push((origin.node, ended));
+        }
+    }
+
+    /// The agent of vnode `node` (re)connected running `reported`: those of running jobs go
+    /// on record again (a server that restarted since knew nothing of them); those of jobs
+    /// that have ended are ended.
+    pub(super) fn tasks_reported(&mut self, node: &str, reported: &[TaskReport]) {
+        let mut ended: Vec<&str> = Vec::new();
+        for report in reported {
+            if self.running_task(&report.job_id).is_none() {
+                if !ended.contains(&report.job_id.as_str()) {
+                    ended.push(&report.job_id);
+                }
+                continue;
+            }
+            self.next_task = self.next_task.max(report.task + 1);
+            self.tasks
+                .entry(report.task)
+                .or_insert_with(|| PendingTask {
+                    origin: report.origin.clone(),
+                    job_id: report.job_id.clone(),
+                    target: node.to_string(),
+                });
+        }
+        for job_id in ended {
+            let kill = ServerMessage::Kill {
+                job_id: job_id.to_string(),
+                grace: 0,
+            };
+            self.outbox.push((node.to_string(), kill));
         }
     }
 
@@ -100,13 +145,13 @@ impl Core {
     /// so; the tasks stay on record, so that the job's end still ends them there.
     pub(super) fn tasks_lost_with(&mut self, node: &str) {
         for pending in self.tasks.values_mut().filter(|p| p.target == node) {
-            if let Some((origin, task)) = pending.origin.take() {
+            if let Some(origin) = pending.origin.take() {
                 let ended = ServerMessage::TaskEnded {
-                    task,
+                    task: origin.ask,
                     exit_status: 255,
                     error: Some(format!("the agent of {node} went away")),
                 };
-                self.outbox.push((origin, ended));
+                self.outbox.push((origin.node, ended));
             }
         }
     }
