@@ -48,7 +48,9 @@ pub fn run(prepared: &Prepared, argv: &[String]) -> i32 {
         return 1;
     }
     if prepared.options.x11 {
-        eprintln!("qsub: X11 forwarding (-X) is not supported by hpcbox: the session has no display");
+        eprintln!(
+            "qsub: X11 forwarding (-X) is not supported by hpcbox: the session has no display"
+        );
     }
     let (listener, secret) = match listen() {
         Ok(found) => found,
