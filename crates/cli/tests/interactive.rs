@@ -216,3 +216,26 @@ fn a_script_typed_at_the_terminal_is_asked_for_and_read_to_its_end() {
         "typed\n"
     );
 }
+
+/// A `qsub -I` that does not answer (stopped here after its job was submitted held) holds up
+/// only its own job: the node's agent reaches it in a thread of its own, and meanwhile starts
+/// and ends another job; the interactive job then fails to start, as PBS's does.
+#[test]
+fn a_qsub_that_does_not_answer_holds_up_no_other_job() {
+    let cluster = Cluster::up(&["--cpus", "2", "--mem", "256mb"]);
+    let terminal = Terminal::qsub(&cluster, &["-I", "-h"]);
+    let id = terminal.job_id();
+    let qsub = nix::unistd::Pid::from_raw(terminal.child.id() as i32);
+    nix::sys::signal::kill(qsub, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    assert!(cluster.run("qrls", &[&id]).status.success());
+    cluster.wait_state(&id, "R");
+    let other = cluster.qsub("other.pbs", "echo other\n", &[]);
+    cluster.wait_state(&other, "F");
+    // The agent gives a silent qsub seconds before the job fails: the other job came first.
+    assert_eq!(cluster.attr(&id, "job_state").as_deref(), Some("R"));
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("-1"));
+    let comment = cluster.attr(&id, "comment").unwrap_or_default();
+    assert!(comment.contains("interactive qsub"), "{comment}");
+    nix::sys::signal::kill(qsub, nix::sys::signal::Signal::SIGCONT).unwrap();
+}

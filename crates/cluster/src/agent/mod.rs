@@ -40,6 +40,7 @@ use hpcbox_pbs::exit::{JOB_EXEC_FAIL2, JOB_EXEC_RETRY};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::signal::unix::Signal;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::protocol::{
@@ -165,6 +166,7 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // A job's end is noticed when its top process exits, not at the next tick.
     let mut children = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+    let (reached_tx, reached_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
         config,
         jobs: Vec::new(),
@@ -175,15 +177,20 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
         waiting: std::collections::HashMap::new(),
         next_ask: 1,
         tasks: Vec::new(),
+        reaching: Vec::new(),
+        reached: reached_tx,
     };
-    let mut asks = agent.listen_for_tasks();
+    let mut inbound = Inbound {
+        asks: agent.listen_for_tasks(),
+        reached: reached_rx,
+    };
     let mut backoff = RECONNECT_FIRST;
     loop {
-        match agent.reach(&mut ticker, &mut children).await {
+        match agent.reach(&mut ticker, &mut children, &mut inbound).await {
             Ok(stream) => {
                 backoff = RECONNECT_FIRST;
                 let outcome = agent
-                    .converse(stream, &mut ticker, &mut children, &mut asks)
+                    .converse(stream, &mut ticker, &mut children, &mut inbound)
                     .await;
                 agent.disconnected();
                 match outcome {
@@ -203,7 +210,7 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
             }
         }
         agent
-            .idle(backoff, &mut ticker, &mut children, &mut asks)
+            .idle(backoff, &mut ticker, &mut children, &mut inbound)
             .await;
         backoff = (backoff * 2).min(RECONNECT_MAX);
     }
@@ -284,6 +291,17 @@ struct Agent {
     next_ask: u64,
     /// Tasks of jobs of other hosts' agents that this agent runs.
     tasks: Vec<tasks::Task>,
+    /// Interactive jobs whose `qsub` is being reached, each with the kill asked for meanwhile.
+    reaching: Vec<(String, Option<u64>)>,
+    /// Where the threads that reach them report.
+    reached: mpsc::UnboundedSender<terminal::Reached>,
+}
+
+/// What comes to the agent besides the server's messages: task requests of its jobs' processes,
+/// and interactive jobs whose `qsub` has been reached (or not).
+struct Inbound {
+    asks: Asks,
+    reached: mpsc::UnboundedReceiver<terminal::Reached>,
 }
 
 /// Where task requests arrive (none when the agent could not listen).
@@ -306,6 +324,7 @@ impl Agent {
         &mut self,
         ticker: &mut Interval,
         children: &mut Signal,
+        inbound: &mut Inbound,
     ) -> io::Result<Box<dyn Duplex>> {
         let attempt = Target::of(&self.config).connect();
         tokio::pin!(attempt);
@@ -314,6 +333,7 @@ impl Agent {
                 stream = &mut attempt => return stream,
                 _ = ticker.tick() => self.tick().await,
                 _ = children.recv() => self.reap_ended().await,
+                Some(reached) = inbound.reached.recv() => self.on_reached(reached),
             }
         }
     }
@@ -324,7 +344,7 @@ impl Agent {
         stream: Box<dyn Duplex>,
         ticker: &mut Interval,
         children: &mut Signal,
-        asks: &mut Asks,
+        inbound: &mut Inbound,
     ) -> Result<(), Disconnect> {
         let (read, mut write) = tokio::io::split(stream);
         let mut lines = BufReader::new(read).split(b'\n');
@@ -343,7 +363,8 @@ impl Agent {
                 },
                 _ = ticker.tick() => self.tick().await,
                 _ = children.recv() => self.reap_ended().await,
-                ask = next_ask(asks) => self.on_ask(ask),
+                ask = next_ask(&mut inbound.asks) => self.on_ask(ask),
+                Some(reached) = inbound.reached.recv() => self.on_reached(reached),
             }
             if self.connected {
                 self.flush(&mut write).await?;
@@ -357,7 +378,7 @@ impl Agent {
         pause: Duration,
         ticker: &mut Interval,
         children: &mut Signal,
-        asks: &mut Asks,
+        inbound: &mut Inbound,
     ) {
         let until = Instant::now() + pause;
         loop {
@@ -365,9 +386,10 @@ impl Agent {
                 _ = tokio::time::sleep_until(until) => return,
                 _ = ticker.tick() => self.tick().await,
                 _ = children.recv() => self.reap_ended().await,
-                ask = next_ask(asks) => {
+                ask = next_ask(&mut inbound.asks) => {
                     let _ = ask.answer.send(tasks::refusal("the agent has lost its server"));
                 }
+                Some(reached) = inbound.reached.recv() => self.on_reached(reached),
             }
         }
     }
@@ -532,7 +554,10 @@ impl Agent {
         Ok(())
     }
 
-    /// Starts a job and queues the reply: `Started`, or `StartFailed` with PBS's status.
+    /// Starts a job and queues the reply: `Started`, or `StartFailed` with PBS's status. An
+    /// interactive job first reaches its `qsub`, in a thread of its own (a host that does not
+    /// answer would hold the agent up for as long as the attempt lasts); it starts once
+    /// reached ([`Agent::on_reached`]).
     fn start(&mut self, start: JobStart) {
         if let Some(job) = self.jobs.iter().find(|job| job.id() == start.job_id) {
             tracing::warn!(job = %start.job_id, "asked to start a job that already runs");
@@ -542,20 +567,69 @@ impl Agent {
             });
             return;
         }
-        let reply = match self.launch(&start) {
+        if self.reaching.iter().any(|(id, _)| *id == start.job_id) {
+            tracing::warn!(job = %start.job_id, "asked to start a job that is starting");
+            return;
+        }
+        let launched = setup::prepare(&self.config, &start).and_then(|prepared| {
+            if start.interactive.is_none() {
+                return self.launch(&start, prepared, None).map(Some);
+            }
+            self.reaching.push((start.job_id.clone(), None));
+            terminal::reach(start.clone(), prepared, self.reached.clone());
+            Ok(None)
+        });
+        match launched {
+            Ok(None) => {}
+            Ok(Some(job)) => self.report_start(&start.job_id, Ok(job)),
+            Err(failure) => self.report_start(&start.job_id, Err(failure)),
+        }
+    }
+
+    /// An interactive job's `qsub` reached (or not): the job starts on its terminal, or fails
+    /// to; a kill asked for meanwhile applies now.
+    fn on_reached(&mut self, reached: terminal::Reached) {
+        let terminal::Reached {
+            start,
+            mut prepared,
+            terminal,
+        } = reached;
+        let Some(at) = self.reaching.iter().position(|(id, _)| *id == start.job_id) else {
+            return;
+        };
+        let (job_id, kill) = self.reaching.swap_remove(at);
+        let launched = match terminal {
+            Err(failure) => {
+                prepared.files.remove();
+                Err(failure)
+            }
+            Ok(terminal) => {
+                prepared.on_terminal(&terminal.path, &terminal.term);
+                self.launch(&start, prepared, Some(terminal))
+            }
+        };
+        self.report_start(&job_id, launched);
+        if let Some(grace) = kill {
+            self.kill(&job_id, grace);
+        }
+    }
+
+    /// Queues the reply to a start: `Started` (the job now minded here), or `StartFailed`.
+    fn report_start(&mut self, job_id: &str, launched: Result<Job, setup::StartError>) {
+        let reply = match launched {
             Ok(job) => {
                 let reply = AgentMessage::Started {
-                    job_id: start.job_id.clone(),
+                    job_id: job_id.to_string(),
                     session: job.session(),
                 };
-                tracing::info!(job = %start.job_id, session = job.session(), "job started");
+                tracing::info!(job = job_id, session = job.session(), "job started");
                 self.jobs.push(job);
                 reply
             }
             Err(failure) => {
-                tracing::warn!(job = %start.job_id, status = failure.exit_status, message = %failure.message, "job start failed");
+                tracing::warn!(job = job_id, status = failure.exit_status, message = %failure.message, "job start failed");
                 AgentMessage::StartFailed {
-                    job_id: start.job_id,
+                    job_id: job_id.to_string(),
                     exit_status: failure.exit_status,
                     message: failure.message,
                 }
@@ -564,24 +638,18 @@ impl Agent {
         self.outbox.push_back(reply);
     }
 
-    fn launch(&self, start: &JobStart) -> Result<Job, setup::StartError> {
-        let mut prepared = setup::prepare(&self.config, start)?;
+    /// Starts a prepared job (on `terminal`, an interactive job's, when given).
+    fn launch(
+        &self,
+        start: &JobStart,
+        mut prepared: setup::Prepared,
+        terminal: Option<terminal::Terminal>,
+    ) -> Result<Job, setup::StartError> {
         let owner_uid = prepared
             .launch
             .credentials
             .as_ref()
             .map_or_else(|| nix::unistd::geteuid().as_raw(), |c| c.uid.as_raw());
-        let terminal = match &start.interactive {
-            None => None,
-            Some(target) => {
-                let owner = prepared.launch.credentials.as_ref().map(|c| c.uid);
-                let terminal = terminal::open(target, &start.job_id, owner).inspect_err(|_| {
-                    prepared.files.remove();
-                })?;
-                prepared.on_terminal(&terminal.path, &terminal.term);
-                Some(terminal)
-            }
-        };
         let cgroup = self.job_cgroup(start);
         prepared.launch.cgroup_procs = cgroup.as_ref().map(cgroup::MemCgroup::procs_file);
         let process = exec::start(&start.job_id, &prepared.launch).map_err(|err| {
@@ -656,6 +724,11 @@ impl Agent {
     }
 
     fn kill(&mut self, job_id: &str, grace: u64) {
+        if let Some((_, kill)) = self.reaching.iter_mut().find(|(id, _)| id == job_id) {
+            // Killed as soon as it has started (or failed to).
+            *kill = Some(grace);
+            return;
+        }
         // Tasks it runs here for another host's agent (`pbs_tmrsh`) end at once.
         let tasks: Vec<&tasks::Task> = self.tasks.iter().filter(|t| t.job_id == job_id).collect();
         let had_tasks = !tasks.is_empty();

@@ -13,7 +13,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::termios::{self, SetArg, SpecialCharacterIndices as Cc};
 use nix::unistd::{Pid, Uid};
 
-use super::setup::StartError;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::setup::{Prepared, StartError};
 use crate::api::InteractiveTarget;
+use crate::protocol::JobStart;
 
 /// How long the agent tries to reach `qsub`, and then waits for its answer (PBS's mom gives
 /// the whole start 30 seconds).
@@ -53,9 +56,60 @@ pub(crate) struct Relay {
     from_terminal: JoinHandle<()>,
 }
 
+/// An interactive job whose `qsub` a thread tried to reach ([`reach`]).
+pub(crate) struct Reached {
+    /// The job.
+    pub start: JobStart,
+    /// Its files and launch, made before the attempt.
+    pub prepared: Prepared,
+    /// Its terminal, or why there is none.
+    pub terminal: Result<Terminal, StartError>,
+}
+
+/// Reaches the `qsub` of interactive job `start` in a thread of its own and sends what came of
+/// it to `done` (in this thread, should no thread start).
+pub(crate) fn reach(start: JobStart, prepared: Prepared, done: UnboundedSender<Reached>) {
+    let job = Arc::new(Mutex::new(Some((start, prepared))));
+    let attempt = {
+        let (job, done) = (Arc::clone(&job), done.clone());
+        move || {
+            let taken = job.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((start, prepared)) = taken {
+                let _ = done.send(attempt_to_reach(start, prepared));
+            }
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("terminal-reach".into())
+        .spawn(attempt);
+    if let Err(err) = spawned {
+        tracing::warn!(%err, "no thread to reach an interactive qsub: reaching it here");
+        let taken = job.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((start, prepared)) = taken {
+            let _ = done.send(attempt_to_reach(start, prepared));
+        }
+    }
+}
+
+fn attempt_to_reach(start: JobStart, prepared: Prepared) -> Reached {
+    let owner = prepared.launch.credentials.as_ref().map(|c| c.uid);
+    let terminal = match &start.interactive {
+        Some(target) => open(target, &start.job_id, owner),
+        None => Err(StartError {
+            exit_status: JOB_EXEC_FAIL1,
+            message: "not an interactive job".into(),
+        }),
+    };
+    Reached {
+        start,
+        prepared,
+        terminal,
+    }
+}
+
 /// Connects to the `qsub` of job `job_id` and makes the job's terminal like `qsub`'s, owned by
 /// `owner` (the agent's own user when `None`). A failure is PBS's `JOB_EXEC_FAIL1`.
-pub(crate) fn open(
+fn open(
     target: &InteractiveTarget,
     job_id: &str,
     owner: Option<Uid>,
@@ -67,7 +121,7 @@ pub(crate) fn open(
             target.host, target.port
         ),
     };
-    let mut socket = reach(target).map_err(|err| fail("reach", &err))?;
+    let mut socket = connect(target).map_err(|err| fail("reach", &err))?;
     let settings =
         greet(&mut socket, job_id, &target.secret).map_err(|err| fail("talk to", &err))?;
     let (master, path) =
@@ -82,7 +136,7 @@ pub(crate) fn open(
 
 /// A connection to `target`: its host's addresses in turn, this machine's own when the name
 /// does not resolve here (a virtual node of the submit host).
-fn reach(target: &InteractiveTarget) -> io::Result<TcpStream> {
+fn connect(target: &InteractiveTarget) -> io::Result<TcpStream> {
     let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
         .to_socket_addrs()
         .map(Iterator::collect)
