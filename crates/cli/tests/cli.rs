@@ -100,18 +100,29 @@ fn answers_to_pbs_names_through_a_link() {
     let out = hpcbox(&["links", dir.path().to_str().unwrap()]);
     assert!(out.status.success());
     for name in [
-        "qsub", "qstat", "qdel", "qhold", "qrls", "qsig", "qalter", "pbsnodes",
+        "qsub",
+        "qstat",
+        "qdel",
+        "qhold",
+        "qrls",
+        "qsig",
+        "qalter",
+        "pbsnodes",
+        "pbs_tmrsh",
     ] {
         assert!(dir.path().join(name).exists(), "no {name} link");
     }
-    let out = Command::new(dir.path().join("qsub"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    assert_eq!(
-        stdout(&out),
-        format!("pbs_version = {}\n", env!("CARGO_PKG_VERSION"))
-    );
+    for name in ["qsub", "pbs_tmrsh"] {
+        let out = Command::new(dir.path().join(name))
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&out),
+            format!("pbs_version = {}\n", env!("CARGO_PKG_VERSION")),
+            "{name}"
+        );
+    }
     // Without a server, the commands say so and exit as PBS's do with no server (15034).
     let out = Command::new(dir.path().join("qstat"))
         .env("HPCBOX_HOME", dir.path().join("nowhere"))

@@ -9,10 +9,15 @@ use std::os::unix::net::UnixStream;
 
 use hpcbox_cluster::protocol::{decode_line, encode_line, TmAnswer, TmRequest};
 
-const USAGE: &str = "usage: pbs_tmrsh [-n] [-l username] host command [args ...]";
+const USAGE: &str =
+    "usage: pbs_tmrsh [-n] [-l username] host command [args ...]\n       pbs_tmrsh --version";
 
 /// Runs `pbs_tmrsh` with `args` (after the program name); the exit status.
 pub fn run(args: &[String]) -> i32 {
+    if args.len() == 1 && args[0] == "--version" {
+        println!("pbs_version = {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
     match request(args).and_then(|request| ask(&request)) {
         Ok(answer) => {
             if let Some(error) = &answer.error {
