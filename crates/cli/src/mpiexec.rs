@@ -106,6 +106,20 @@ fn placement(args: &MpiexecArgs) -> Result<(usize, Vec<String>), String> {
     Ok((np, placed.hosts))
 }
 
+/// Inside an hpcbox job (its agent takes task requests), remote ranks start through the job's
+/// agents (`hpcbox tmrsh`, PBS's `pbs_tmrsh`), as a system MPI's daemons do there: they run as
+/// tasks of the job, accounted to it and ended with it, their output in the job's files.
+/// `$HPCBOX_RSH` still chooses; elsewhere the agent is ssh ([`hpcbox_comm::remote`]).
+fn job_agent() -> Option<Vec<String>> {
+    if std::env::var_os(hpcbox_comm::remote::ENV_RSH).is_some()
+        || std::env::var_os(hpcbox_cluster::protocol::ENV_TM_SOCKET).is_none()
+    {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(vec![exe.to_string_lossy().into_owned(), "tmrsh".into()])
+}
+
 /// Launches the ranks and exits as the first failing rank did.
 pub fn run(args: MpiexecArgs) -> ExitCode {
     let (np, hosts) = match placement(&args) {
@@ -127,6 +141,7 @@ pub fn run(args: MpiexecArgs) -> ExitCode {
         Bind::None
     };
     spec.args = rest.iter().map(Into::into).collect();
+    spec.agent = job_agent();
     spec.tag_output = args.tag_output;
     spec.timeout = args.timeout.map(Duration::from_secs_f64);
     for name in &args.export {

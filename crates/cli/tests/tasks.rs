@@ -60,6 +60,47 @@ echo "nowhere status $?"
     assert!(errors.contains("nowhere is not a host of job"), "{errors}");
 }
 
+/// Inside a job, `hpcbox mpiexec` starts its ranks on the job's hosts through their agents
+/// (`pbs_tmrsh`): each rank runs under the agent of its host's vnode, and ranks that talk
+/// (computepi's reduce their counts over TCP) finish, their output in the job's file.
+#[test]
+fn hpcbox_mpiexec_in_a_job_starts_its_ranks_through_the_agents() {
+    let (cluster, _agents) = two_hosts();
+    let hpcbox = common::HPCBOX;
+    // Each rank notes the agent it runs under (its nearest ancestor that is one).
+    let note_agent = r#"p=$PPID; while [ "$p" -gt 1 ]; do c=$(tr "\0" " " < /proc/$p/cmdline); case "$c" in *hpcbox" "agent*) echo "$c" > rank$HPCBOX_RANK.agent; break;; esac; p=$(cut -d" " -f4 /proc/$p/stat); done"#;
+    let script = format!(
+        "#PBS -l select=2:ncpus=1 -l place=scatter\n\
+         cd $PBS_O_WORKDIR\n\
+         export HPCBOX_RENDEZVOUS_HOST=127.0.0.1\n\
+         {hpcbox} mpiexec sh -c '{note_agent}'\n\
+         echo \"agents $?\"\n\
+         {hpcbox} mpiexec {hpcbox} computepi --samples 100000\n\
+         echo \"pi $?\"\n"
+    );
+    let id = cluster.qsub("ranks.pbs", &script, &[]);
+    cluster.wait_state(&id, "F");
+    let output = cluster.read(&format!("ranks.pbs.o{}", seq(&id)));
+    let errors = cluster.read(&format!("ranks.pbs.e{}", seq(&id)));
+    assert!(output.contains("agents 0"), "{output}\n{errors}");
+    assert!(output.contains("pi 0"), "{output}\n{errors}");
+    assert!(output.contains("workers=2"), "{output}\n{errors}");
+    // One rank under each host's agent.
+    let mut nodes: Vec<String> = (0..2)
+        .map(|rank| {
+            let agent = cluster.read(&format!("rank{rank}.agent"));
+            let node = agent
+                .split("--node ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next());
+            node.unwrap_or_else(|| panic!("rank {rank}: {agent}"))
+                .to_string()
+        })
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2"]);
+}
+
 /// The server is killed with SIGKILL while a task runs, which ends before the server is back:
 /// its end still comes back to its `pbs_tmrsh`. Killed again while another task runs, the
 /// restarted server still ends that task with its job.

@@ -229,8 +229,12 @@ pub struct JobStart {
     pub interactive: Option<crate::api::InteractiveTarget>,
 }
 
+/// The variable of a job's environment that names its agent's task socket (where
+/// `pbs_tmrsh` asks for tasks on the job's other hosts).
+pub const ENV_TM_SOCKET: &str = "HPCBOX_TM_SOCKET";
+
 /// What `hpcbox tmrsh` (PBS's `pbs_tmrsh`) asks the agent of its job: one line of JSON on the
-/// agent's task socket (`HPCBOX_TM_SOCKET` in the job's environment).
+/// agent's task socket ([`ENV_TM_SOCKET`] in the job's environment).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TmRequest {
     /// The job (`PBS_JOBID`).

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
-use hpcbox_cluster::protocol::{decode_line, encode_line, TmAnswer, TmRequest};
+use hpcbox_cluster::protocol::{decode_line, encode_line, TmAnswer, TmRequest, ENV_TM_SOCKET};
 
 const USAGE: &str =
     "usage: pbs_tmrsh [-n] [-l username] host command [args ...]\n       pbs_tmrsh --version";
@@ -68,8 +68,8 @@ fn host_and_command(args: &[String]) -> Result<(String, String), String> {
 
 /// Asks the job's agent and waits for the task's end.
 fn ask(request: &TmRequest) -> Result<TmAnswer, String> {
-    let socket = std::env::var("HPCBOX_TM_SOCKET")
-        .map_err(|_| "the job's agent takes no task requests (no HPCBOX_TM_SOCKET)")?;
+    let socket = std::env::var(ENV_TM_SOCKET)
+        .map_err(|_| format!("the job's agent takes no task requests (no {ENV_TM_SOCKET})"))?;
     let mut stream = UnixStream::connect(&socket)
         .map_err(|err| format!("cannot reach the job's agent at {socket}: {err}"))?;
     let line = encode_line(request).map_err(|err| err.to_string())?;

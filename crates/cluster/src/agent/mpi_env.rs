@@ -36,7 +36,7 @@ pub(crate) fn add_mpi_environment(env: &mut Vec<(String, String)>, nodefile: &st
 /// agent and Hydra's launcher, as PBS Professional sets them. A user's own setting wins.
 pub(crate) fn add_task_launcher(env: &mut Vec<(String, String)>, tm_socket: &str, tmrsh: &str) {
     let wanted = [
-        ("HPCBOX_TM_SOCKET", tm_socket),
+        (crate::protocol::ENV_TM_SOCKET, tm_socket),
         ("OMPI_MCA_plm_rsh_agent", tmrsh),
         ("HYDRA_LAUNCHER", "rsh"),
         ("HYDRA_LAUNCHER_EXEC", tmrsh),
