@@ -61,14 +61,17 @@ echo "nowhere status $?"
 }
 
 /// Inside a job, `hpcbox mpiexec` starts its ranks on the job's hosts through their agents
-/// (`pbs_tmrsh`): each rank runs under the agent of its host's vnode, and ranks that talk
-/// (computepi's reduce their counts over TCP) finish, their output in the job's file.
+/// (`pbs_tmrsh`): each rank runs under the agent of its host's vnode, ranks that talk
+/// (computepi's reduce their counts over TCP) finish, their output in the job's file, and a
+/// failing rank is named with its host.
 #[test]
 fn hpcbox_mpiexec_in_a_job_starts_its_ranks_through_the_agents() {
     let (cluster, _agents) = two_hosts();
     let hpcbox = common::HPCBOX;
     // Each rank notes the agent it runs under (its nearest ancestor that is one).
     let note_agent = r#"p=$PPID; while [ "$p" -gt 1 ]; do c=$(tr "\0" " " < /proc/$p/cmdline); case "$c" in *hpcbox" "agent*) echo "$c" > rank$HPCBOX_RANK.agent; break;; esac; p=$(cut -d" " -f4 /proc/$p/stat); done"#;
+    // One rank fails: the launcher names it and exits with its status.
+    let fail_one = r#"if [ "$HPCBOX_RANK" = 1 ]; then exit 3; fi; exec sleep 1"#;
     let script = format!(
         "#PBS -l select=2:ncpus=1 -l place=scatter\n\
          cd $PBS_O_WORKDIR\n\
@@ -76,7 +79,9 @@ fn hpcbox_mpiexec_in_a_job_starts_its_ranks_through_the_agents() {
          {hpcbox} mpiexec sh -c '{note_agent}'\n\
          echo \"agents $?\"\n\
          {hpcbox} mpiexec {hpcbox} computepi --samples 100000\n\
-         echo \"pi $?\"\n"
+         echo \"pi $?\"\n\
+         {hpcbox} mpiexec sh -c '{fail_one}'\n\
+         echo \"failed $?\"\n"
     );
     let id = cluster.qsub("ranks.pbs", &script, &[]);
     cluster.wait_state(&id, "F");
@@ -85,6 +90,8 @@ fn hpcbox_mpiexec_in_a_job_starts_its_ranks_through_the_agents() {
     assert!(output.contains("agents 0"), "{output}\n{errors}");
     assert!(output.contains("pi 0"), "{output}\n{errors}");
     assert!(output.contains("workers=2"), "{output}\n{errors}");
+    assert!(output.contains("failed 3"), "{output}\n{errors}");
+    assert!(errors.contains("exited with status 3"), "{errors}");
     // One rank under each host's agent.
     let mut nodes: Vec<String> = (0..2)
         .map(|rank| {
