@@ -67,7 +67,7 @@ fn render(prepared: &Prepared, argv: &[String]) -> Result<String, String> {
         .map_err(|err| err.to_string())?;
     Ok(full::render_jobs(
         &[job],
-        &jiff::tz::TimeZone::system(),
+        &crate::pbs::local_time_zone(),
         FullOptions::default(),
     ))
 }

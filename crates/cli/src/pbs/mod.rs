@@ -67,6 +67,19 @@ pub fn complete_id(client: &Client, id: &str) -> String {
     }
 }
 
+/// This machine's time zone, for the times the commands print: `/etc/localtime` read as it is,
+/// unless `$TZ` names another (then jiff finds it). jiff's own way to the system's zone first
+/// lists its whole time zone database, which costs a command more than a millisecond.
+pub fn local_time_zone() -> jiff::tz::TimeZone {
+    if std::env::var_os("TZ").is_none() {
+        let data = std::fs::read("/etc/localtime").unwrap_or_default();
+        if let Ok(zone) = jiff::tz::TimeZone::tzif("Local", &data) {
+            return zone;
+        }
+    }
+    jiff::tz::TimeZone::system()
+}
+
 /// Writes a command's output. A reader that went away (`qstat | head`) ends the output
 /// quietly, as the C commands end, rather than with a panic; SIGPIPE stays ignored because
 /// the pool and the client rely on EPIPE being an error.

@@ -52,7 +52,7 @@ pub fn run(args: &[String]) -> i32 {
     } else if list {
         pbsnodes::render_list(&nodes)
     } else {
-        pbsnodes::render_all(&nodes, &jiff::tz::TimeZone::system())
+        pbsnodes::render_all(&nodes, &super::local_time_zone())
     };
     super::emit(&text);
     0

@@ -94,7 +94,7 @@ pub fn run(args: &[String]) -> i32 {
         Ok(server) => server,
         Err(err) => return super::unreachable("qstat", &err),
     };
-    let tz = TimeZone::system();
+    let tz = super::local_time_zone();
     if options.queues {
         return match client.queues() {
             Ok(queues) => {
