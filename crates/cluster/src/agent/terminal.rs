@@ -21,13 +21,13 @@ use hpcbox_pbs::exit::JOB_EXEC_FAIL1;
 use hpcbox_pbs::interactive::{Hello, TerminalSettings, MAX_LINE};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::termios::{self, SetArg, SpecialCharacterIndices as Cc};
+use nix::sys::termios::{self, SetArg};
 use nix::unistd::{Pid, Uid};
 
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::setup::{Prepared, StartError};
-use crate::api::InteractiveTarget;
+use crate::api::{InteractiveTarget, TERMINAL_CONTROL};
 use crate::protocol::JobStart;
 
 /// How long the agent tries to reach `qsub`, and then waits for its answer (PBS's mom gives
@@ -188,17 +188,7 @@ fn pseudo_terminal(settings: &TerminalSettings, owner: Option<Uid>) -> io::Resul
     }
     // Terminal settings made on the master side are the slave's (Linux).
     let mut modes = termios::tcgetattr(&master)?;
-    for (index, value) in [
-        Cc::VINTR,
-        Cc::VQUIT,
-        Cc::VERASE,
-        Cc::VKILL,
-        Cc::VEOF,
-        Cc::VSUSP,
-    ]
-    .into_iter()
-    .zip(settings.control)
-    {
+    for (index, value) in TERMINAL_CONTROL.into_iter().zip(settings.control) {
         modes.control_chars[index as usize] = value;
     }
     termios::tcsetattr(&master, SetArg::TCSANOW, &modes)?;

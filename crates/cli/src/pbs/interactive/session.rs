@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 
+use hpcbox_cluster::api::TERMINAL_CONTROL;
 use hpcbox_pbs::interactive::TerminalSettings;
 use nix::sys::termios::SpecialCharacterIndices as Cc;
 use nix::sys::termios::{self, InputFlags, LocalFlags, OutputFlags, SetArg, Termios};
@@ -46,15 +47,7 @@ fn this_terminal(modes: Option<&Termios>) -> TerminalSettings {
         settings.term = term;
     }
     if let Some(modes) = modes {
-        let chars = [
-            Cc::VINTR,
-            Cc::VQUIT,
-            Cc::VERASE,
-            Cc::VKILL,
-            Cc::VEOF,
-            Cc::VSUSP,
-        ];
-        for (slot, index) in settings.control.iter_mut().zip(chars) {
+        for (slot, index) in settings.control.iter_mut().zip(TERMINAL_CONTROL) {
             *slot = modes.control_chars[index as usize];
         }
     }
