@@ -836,6 +836,21 @@ fn large_chunks_go_through_shared_lanes_and_survive_deaths() {
     assert_eq!(pool.map(triple, 0..600_000).unwrap(), want);
 }
 
+/// A pool of more workers than its supervisor feeds through lanes: the workers copy chunks of
+/// numbers out of the caller themselves, with the same results.
+#[test]
+fn a_large_pools_workers_copy_numbers_themselves_with_the_same_results() {
+    let pool = Pool::new(6).unwrap();
+    let want: Vec<i64> = (0..600_000).map(|x| x * 3).collect();
+    assert_eq!(pool.map(triple, 0..600_000).unwrap(), want);
+    let halves: Vec<f64> = (0..300_000u32).map(|x| f64::from(x) / 2.0).collect();
+    assert_eq!(pool.map(half, 0..300_000u32).unwrap(), halves);
+}
+
+fn half(x: u32) -> f64 {
+    f64::from(x) / 2.0
+}
+
 fn panics_at_345_678(x: u32) -> f32 {
     assert!(x != 345_678, "no {x}");
     x as f32

@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::codec::{
-    decode_items, encode_reply, finish_reply, raw_size, read_u64, ChunkFailure, Reply, CODEC_RAW,
-    CODEC_XMEM, REPLY_DECLINED, REPLY_VALUES, REPLY_WRITTEN,
+    decode_items, encode_reply, finish_reply, raw_size, read_u64, ChunkFailure, Reply,
+    CODEC_LANE_XMEM, CODEC_RAW, CODEC_XMEM, LANE_XMEM_HEAD, REPLY_DECLINED, REPLY_VALUES,
+    REPLY_WRITTEN,
 };
 use super::engine::IN_WORKER;
 use super::lanes::{
@@ -45,8 +46,14 @@ where
     // SAFETY: C is a zero-sized Copy type (asserted at compile time in `submit`): it has no
     // bytes and no invariant beyond existing, and a value of it existed in this process.
     let call: C = unsafe { std::ptr::NonNull::<C>::dangling().as_ptr().read() };
-    if let Some((&CODEC_XMEM, span)) = payload.split_first() {
-        return ChildReply::Frame(cross_memory_entry(call, span, limit));
+    match payload.split_first() {
+        Some((&CODEC_XMEM, span)) => {
+            return ChildReply::Frame(cross_memory_entry(call, span, limit))
+        }
+        Some((&CODEC_LANE_XMEM, _)) => {
+            return ChildReply::Frame(lane_to_caller_entry(call, payload, limit))
+        }
+        _ => {}
     }
     let reply = match decode_items::<T>(payload) {
         Err(e) => Reply::Failed(ChunkFailure::DecodeArgs(e)),
@@ -109,6 +116,60 @@ where
         };
         if xmem::write_to(parent, span.dst, raw).is_ok() {
             return small(REPLY_WRITTEN);
+        }
+    }
+    encode_reply(&reply, limit)
+}
+
+/// Runs a chunk of numbers left in a lane ([`CODEC_LANE_XMEM`]) and copies its results to the
+/// caller's output vector; when the kernel refuses that, the results go back in the reply.
+fn lane_to_caller_entry<C, T>(call: C, payload: &[u8], limit: usize) -> Vec<u8>
+where
+    C: Callable<T>,
+    T: 'static,
+    C::Output: Serialize + 'static,
+{
+    let bytes = &payload[LANE_XMEM_HEAD.min(payload.len())..];
+    let (Some(size), true) = (raw_size::<T>(), payload.len() >= LANE_XMEM_HEAD) else {
+        return encode_reply(
+            &Reply::<C::Output>::Failed(ChunkFailure::DecodeArgs("a malformed lane".into())),
+            limit,
+        );
+    };
+    if !bytes.len().is_multiple_of(size) {
+        return encode_reply(
+            &Reply::<C::Output>::Failed(ChunkFailure::DecodeArgs("a malformed lane".into())),
+            limit,
+        );
+    }
+    let dst = read_u64(&payload[8..16]);
+    let n = bytes.len() / size;
+    let mut items = Vec::<T>::with_capacity(n);
+    // SAFETY: `bytes` holds n primitive numbers of type T (raw_size), copied into spare
+    // capacity of n items before `set_len`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), items.as_mut_ptr().cast::<u8>(), bytes.len());
+        items.set_len(n);
+    }
+    let reply = run_items(call, items);
+    if let (Reply::AllOk(values), Some(_)) = (&reply, raw_size::<C::Output>()) {
+        // SAFETY: the values are primitive numbers (raw_size): plain initialized bytes.
+        let raw = unsafe {
+            std::slice::from_raw_parts(
+                values.as_ptr().cast::<u8>(),
+                std::mem::size_of_val(values.as_slice()),
+            )
+        };
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        #[cfg(test)]
+        let parent = if tests::REFUSE_CROSS_MEMORY.load(Ordering::Relaxed) {
+            0 // no such process: the copy fails, as where the kernel refuses it
+        } else {
+            parent
+        };
+        if xmem::write_to(parent, dst, raw).is_ok() {
+            return finish_reply(vec![0, 0, 0, 0, 0, REPLY_WRITTEN], TAG_REPLY);
         }
     }
     encode_reply(&reply, limit)
@@ -291,6 +352,8 @@ mod tests {
         f64::from(x) * 2.0
     }
 
+    /// Where the kernel refuses a worker the caller's memory, results come back in replies:
+    /// through the lane of a lane-sized chunk, through the pipe for larger ones.
     #[test]
     fn declined_cross_memory_chunks_go_through_lanes_and_pipes_instead() {
         REFUSE_CROSS_MEMORY.store(true, Ordering::Relaxed);

@@ -72,6 +72,13 @@ pub(super) const CODEC_RAW: u8 = 1;
 /// The payload is a [`Span`](crate::xmem::Span): the worker copies the items, and the results,
 /// itself.
 pub(super) const CODEC_XMEM: u8 = 2;
+/// The payload, in a lane, is [`LANE_XMEM_HEAD`] bytes (this codec byte, padding, the `u64`
+/// address of the chunk's place in the caller's output vector), then the items' raw bytes:
+/// the supervisor copied the items (a plain memcpy), the worker copies the results to the
+/// caller itself ([`xmem`](crate::xmem)).
+pub(super) const CODEC_LANE_XMEM: u8 = 3;
+/// Bytes before the items of a [`CODEC_LANE_XMEM`] payload (16: the items stay aligned).
+pub(super) const LANE_XMEM_HEAD: usize = 16;
 
 /// Appends a codec byte and the encoded items to `out`.
 fn encode_items<T: Serialize + 'static>(items: &[T], mut out: Vec<u8>) -> Result<Vec<u8>, String> {

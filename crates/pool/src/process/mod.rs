@@ -4,7 +4,9 @@
 //! - parent → child: `u32 len | u8 kind | ...`; kind 0 is a task (`u64 entry | payload`), kind
 //!   1 asks the child to exit, kind 2 is a task whose payload waits in a shared-memory lane
 //!   (`u64 entry | u8 lane | u64 payload length`). `entry` is the address of the monomorphized
-//!   `child_entry`; the payload is a codec byte (0 postcard, 1 raw numbers) and the items.
+//!   `child_entry`; the payload is a codec byte (0 postcard, 1 raw numbers) and the items, or
+//!   (2) where in the caller the worker copies the items from and the results to, or (3, in a
+//!   lane) where in the caller the worker copies the results to, then the raw items.
 //! - child → parent: `u32 len | u8 tag | ...`; tag 0 is a reply (`u8 kind | body`: kind 0 the
 //!   values, codec byte first; kind 1 a postcard `Reply`), tag 1 says the initializer panicked
 //!   (the message, UTF-8), tag 2 a reply left in the lane's output area (`u8 lane | u64 len`).

@@ -34,6 +34,11 @@ pub(super) struct Supervisor {
 /// be delayed when a fork elsewhere in the program holds a copy of the pipe).
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
+/// The most workers whose chunks of numbers the supervisor copies into their lanes itself (a
+/// memcpy runs several times as fast as a worker's copy out of this process through the
+/// kernel); a pool of more has its workers copy for themselves, in parallel.
+const LANE_FED_WORKERS: usize = 4;
+
 impl Supervisor {
     pub(super) fn start_workers(&mut self) -> Result<(), PoolError> {
         for _ in 0..self.cfg.workers {
@@ -297,11 +302,19 @@ impl Supervisor {
             let Some(mut job) = self.pending.pop_front() else {
                 return;
             };
-            if self.cross_memory {
+            // For a few workers, a lane first: this thread's memcpy into it is faster than a
+            // worker's copy out of this process (page by page through the kernel), and the
+            // worker still writes numeric results straight to the caller. For more, the
+            // workers' own copies, in parallel, outrun this one thread: they copy both ways.
+            let feed = self.cfg.workers <= LANE_FED_WORKERS || !self.cross_memory;
+            if let (Some(lanes), true) = (&self.lanes, feed) {
+                job.lane = w.put_in_lane(lanes, &job, self.cross_memory);
+            }
+            if job.lane.is_none() && self.cross_memory {
                 job.xmem_wire = job.cross_memory_frame();
             }
-            if let (Some(lanes), None) = (&self.lanes, &job.xmem_wire) {
-                job.lane = w.put_in_lane(lanes, &job);
+            if let (Some(lanes), None, None) = (&self.lanes, &job.lane, &job.xmem_wire) {
+                job.lane = w.put_in_lane(lanes, &job, false);
             }
             if job.lane.is_none() && job.xmem_wire.is_none() {
                 job.materialize();

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 
 use crate::PoolError;
 
-use super::codec::{read_u64, CODEC_RAW, REPLY_DECLINED};
+use super::codec::{read_u64, CODEC_LANE_XMEM, CODEC_RAW, LANE_XMEM_HEAD, REPLY_DECLINED};
 use super::job::{Job, JobEnd, ReplyBody};
 use super::lanes::{
     lane_area, LaneView, Lanes, KIND_TASK_LANE, LANES, LANE_BYTES, LANE_MIN, LANE_REPLY_FRAME,
@@ -61,13 +61,26 @@ impl Worker {
     }
 
     /// Copies a large task's payload to a free lane of this worker; the short frame to send
-    /// instead of the task frame, or None (the frame goes down the pipe as it is).
-    pub(super) fn put_in_lane(&mut self, lanes: &Lanes, job: &Job) -> Option<(u8, Vec<u8>)> {
-        let (codec, body) = match &job.raw {
-            Some(raw) => (Some(CODEC_RAW), raw.bytes()),
-            None => (None, job.frame.get(TASK_HEADER..)?),
+    /// instead of the task frame, or None (the frame goes down the pipe as it is). With
+    /// `results_to_caller`, a chunk of numbers whose results are numbers has the worker copy
+    /// the results straight to the caller ([`CODEC_LANE_XMEM`]).
+    pub(super) fn put_in_lane(
+        &mut self,
+        lanes: &Lanes,
+        job: &Job,
+        results_to_caller: bool,
+    ) -> Option<(u8, Vec<u8>)> {
+        let mut head = [0u8; LANE_XMEM_HEAD];
+        let (head, body): (&[u8], &[u8]) = match (&job.raw, job.xmem_dst) {
+            (Some(raw), Some(dst)) if results_to_caller => {
+                head[0] = CODEC_LANE_XMEM;
+                head[8..16].copy_from_slice(&dst.to_le_bytes());
+                (&head[..], raw.bytes())
+            }
+            (Some(raw), _) => (&[CODEC_RAW][..], raw.bytes()),
+            (None, _) => (&[], job.frame.get(TASK_HEADER..)?),
         };
-        let size = body.len() + usize::from(codec.is_some());
+        let size = head.len() + body.len();
         if !(LANE_MIN..=LANE_BYTES).contains(&size) {
             return None;
         }
@@ -77,12 +90,9 @@ impl Worker {
         // SAFETY: a free lane's input area is ours (the worker reads it only after the frame
         // below), and the payload fits in it.
         unsafe {
-            let mut area = lane_area(lanes.base as usize, self.slot, lane, false);
-            if let Some(codec) = codec {
-                area.write(codec);
-                area = area.add(1);
-            }
-            std::ptr::copy_nonoverlapping(body.as_ptr(), area, body.len());
+            let area = lane_area(lanes.base as usize, self.slot, lane, false);
+            std::ptr::copy_nonoverlapping(head.as_ptr(), area, head.len());
+            std::ptr::copy_nonoverlapping(body.as_ptr(), area.add(head.len()), body.len());
         }
         self.lane_busy[lane] = true;
         let mut wire = Vec::with_capacity(LANE_TASK_FRAME);
