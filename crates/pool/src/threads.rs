@@ -309,26 +309,32 @@ fn run_chunk_into<C: Callable<T>, T>(
 ) -> Chunk<C::Output> {
     let len = items.len();
     let src = items.as_ptr();
-    // Items read (moved out of the slice) and values written; they differ by one after a panic.
-    let (mut taken, mut done) = (0usize, 0usize);
+    // Values written; after a panic, the item at `done` was read (moved out) too.
+    let mut done = 0usize;
     let run = catch_unwind(AssertUnwindSafe(|| {
-        while done < len {
-            let stop = (done + 1024).min(len);
-            // A plain indexed loop, which the compiler can vectorize for simple functions.
-            while done < stop {
-                // SAFETY: item `done` of the slice is initialized and read exactly once.
-                let item = unsafe { src.add(done).read() };
-                taken = done + 1;
+        // The count lives in a local the loop keeps in a register (which lets the compiler
+        // vectorize simple functions), and reaches `done` when the loop ends or unwinds.
+        let mut count = Count {
+            total: &mut done,
+            local: 0,
+        };
+        while count.local < len {
+            let stop = (count.local + 1024).min(len);
+            while count.local < stop {
+                let at = count.local;
+                // SAFETY: item `at` of the slice is initialized and read exactly once.
+                let item = unsafe { src.add(at).read() };
                 let value = call.invoke(item);
-                // SAFETY: position first + done belongs to this chunk and is not written yet.
-                unsafe { out.slot(first + done).write(value) };
-                done += 1;
+                // SAFETY: position first + at belongs to this chunk and is not written yet.
+                unsafe { out.slot(first + at).write(value) };
+                count.local = at + 1;
             }
             if killed.load(Ordering::Relaxed) {
                 return;
             }
         }
     }));
+    let taken = done + usize::from(run.is_err());
     // SAFETY: exactly the first `taken` items were read out above.
     unsafe { items.forget_front(taken) };
     if run.is_ok() && done == len {
@@ -350,6 +356,19 @@ fn run_chunk_into<C: Callable<T>, T>(
         Ok(()) => results.extend(items.map(|_| Err(PoolError::Terminated))),
     }
     Chunk::Mixed(results)
+}
+
+/// A count kept in a local while a loop runs and written to `total` when it ends, by unwinding
+/// too (as the standard library's `SetLenOnDrop`).
+struct Count<'a> {
+    total: &'a mut usize,
+    local: usize,
+}
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        *self.total = self.local;
+    }
 }
 
 /// Interleaves successes and failures (sorted by position) back into item order.
