@@ -55,6 +55,31 @@ fn panics_name_the_item() {
     assert_eq!(pool.apply(f, 3).unwrap(), 3);
 }
 
+/// Items that own memory, a panic among them: each item is dropped once, by the call that took
+/// it or by the pool (a double drop or a leak would show under the allocator's checks or
+/// Miri), and the other results are right.
+#[test]
+fn a_panic_among_owned_items_drops_each_once() {
+    let pool = ThreadPool::threads(2).unwrap();
+    let f = |s: String| {
+        assert!(s != "item 1234", "no {s}");
+        s.len()
+    };
+    let items = || (0..5000).map(|i| format!("item {i}"));
+    let err = pool.map(f, items()).unwrap_err();
+    assert!(
+        matches!(err, PoolError::Panicked { index: 1234, .. }),
+        "{err:?}"
+    );
+    let all = pool.map_results(f, items()).unwrap();
+    for (i, got) in all.iter().enumerate() {
+        match got {
+            Ok(len) => assert_eq!(*len, format!("item {i}").len()),
+            Err(err) => assert_eq!(i, 1234, "{err:?}"),
+        }
+    }
+}
+
 #[test]
 fn chunks_run_on_one_thread_each() {
     // Each chunk runs as one task on one thread; with maxtasksperchild(1) every chunk gets a
