@@ -239,3 +239,115 @@ fn a_qsub_that_does_not_answer_holds_up_no_other_job() {
     assert!(comment.contains("interactive qsub"), "{comment}");
     nix::sys::signal::kill(qsub, nix::sys::signal::Signal::SIGCONT).unwrap();
 }
+
+/// Output that ends no line (a prompt, a key's echo) shows at once.
+#[test]
+fn output_without_a_newline_shows_at_once() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let mut terminal = Terminal::qsub(&cluster, &["-I"]);
+    terminal.expect("ready");
+    terminal.type_keys("printf 'X%sZ' Y; sleep 1000\r");
+    terminal.expect("XYZ");
+    terminal.type_keys("~.");
+    assert_eq!(terminal.exit_status(), 0);
+}
+
+/// The port a process listens on (TCP, IPv4), from its sockets' inodes in /proc.
+fn listening_port(pid: u32) -> u16 {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listening = fields.get(3) == Some(&"0A");
+            let ours = fields
+                .get(9)
+                .is_some_and(|inode| inodes.iter().any(|i| i == inode));
+            let port = fields.get(1)?.rsplit(':').next()?;
+            (listening && ours).then(|| u16::from_str_radix(port, 16).ok())?
+        })
+        .expect("qsub listens on a port")
+}
+
+/// A process that connects to a waiting qsub naming its job, but cannot prove it knows the
+/// job's secret, gets no terminal: qsub says so and goes on waiting.
+#[test]
+fn a_connection_that_cannot_prove_the_secret_gets_no_terminal() {
+    use std::io::BufRead;
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let terminal = Terminal::qsub(&cluster, &["-I", "-h"]);
+    let id = terminal.job_id();
+    let port = listening_port(terminal.child.id());
+    let mut impostor = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    writeln!(impostor, "hpcbox-interactive {id} 0123").unwrap();
+    let mut reader = std::io::BufReader::new(impostor.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("proof "), "{line:?}");
+    writeln!(impostor, "proof {}", "00".repeat(32)).unwrap();
+    terminal.expect("qsub: failed authentication with execution host");
+    // Nothing more came: no terminal settings, no session.
+    let mut rest = String::new();
+    impostor
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let _ = reader.read_line(&mut rest);
+    assert_eq!(rest, "");
+    assert!(
+        !terminal.screen().contains("ready"),
+        "{}",
+        terminal.screen()
+    );
+    // The real node still gets it.
+    assert!(cluster.run("qrls", &[&id]).status.success());
+    terminal.expect(&format!("qsub: job {id} ready"));
+}
+
+/// A process that took a gone qsub's port gets no shell: the node asks it to prove it knows
+/// the job's secret before it starts anything, and the job fails to start.
+#[test]
+fn a_process_in_a_gone_qsubs_place_gets_no_shell() {
+    use std::io::{BufRead, Write as _};
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let mut terminal = Terminal::qsub(&cluster, &["-I", "-h"]);
+    let id = terminal.job_id();
+    let port = listening_port(terminal.child.id());
+    terminal.child.kill().unwrap();
+    terminal.child.wait().unwrap();
+    let squatter = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    assert!(cluster.run("qrls", &[&id]).status.success());
+    let (mut node, _) = squatter.accept().unwrap();
+    let mut reader = std::io::BufReader::new(node.try_clone().unwrap());
+    let mut hello = String::new();
+    reader.read_line(&mut hello).unwrap();
+    assert!(
+        hello.starts_with(&format!("hpcbox-interactive {id} ")),
+        "{hello:?}"
+    );
+    writeln!(node, "proof {} 4567", "00".repeat(32)).unwrap();
+    node.write_all(b"TERM=xterm\nCC 3,28,127,21,4,26\nWINSIZE 24,80,0,0\nid\n")
+        .unwrap();
+    let mut rest = String::new();
+    let _ = reader.read_line(&mut rest);
+    assert_eq!(rest, "", "the node answered a process without the secret");
+    cluster.wait_state(&id, "F");
+    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("-1"));
+    let comment = cluster.attr(&id, "comment").unwrap_or_default();
+    assert!(
+        comment.contains("does not know the job's secret"),
+        "{comment}"
+    );
+}

@@ -32,20 +32,6 @@ pub struct SubmitRequest {
     pub interactive: Option<InteractiveTarget>,
 }
 
-/// The terminal control characters in the order `qsub -I` and the job's node exchange them
-/// ([`hpcbox_pbs::interactive::TerminalSettings::control`], PBS's order).
-pub const TERMINAL_CONTROL: [nix::sys::termios::SpecialCharacterIndices; 6] = {
-    use nix::sys::termios::SpecialCharacterIndices as Cc;
-    [
-        Cc::VINTR,
-        Cc::VQUIT,
-        Cc::VERASE,
-        Cc::VKILL,
-        Cc::VEOF,
-        Cc::VSUSP,
-    ]
-};
-
 /// Where an interactive job's terminal is: the `qsub -I` listening on `host:port`, and the
 /// secret the job's node proves itself with there
 /// ([`hpcbox_pbs::interactive::Hello`]).

@@ -17,6 +17,7 @@ pub mod cgroup;
 pub mod client;
 pub mod exec;
 pub mod home;
+pub mod interactive;
 pub mod protocol;
 pub mod random;
 pub mod server;

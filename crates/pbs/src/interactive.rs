@@ -4,8 +4,13 @@
 //! job connects there and names the job ([`Hello`]); `qsub` answers with its terminal's type,
 //! control characters and window size ([`TerminalSettings`], PBS's `TERM=`, control character
 //! array and `WINSIZE r,c,x,y`), and from then on each side copies what it reads to the other.
-//! PBS authenticates the node with its own methods (`resvport`, munge); hpcbox has `qsub` pick a
-//! secret that travels with the job to its node, and the node's [`Hello`] carries it back.
+//!
+//! PBS authenticates the two ends with its own methods (`resvport`, munge). hpcbox has `qsub`
+//! pick a secret that travels with the job to its node, and each end proves it knows it
+//! without sending it: the node's [`Hello`] carries a nonce, `qsub` answers with its proof
+//! over that nonce and a nonce of its own ([`Proof`]), and the node answers with its proof
+//! over `qsub`'s; only then does the node start the job's shell, and `qsub` hand over its
+//! terminal. (The proofs themselves are computed by hpcbox-cluster.)
 //!
 //! Each message is one line of text, so that a byte stream reads them with a line reader.
 
@@ -17,19 +22,22 @@ const HELLO_WORD: &str = "hpcbox-interactive";
 /// The longest message line either side accepts (a terminal type or a job id is short).
 pub const MAX_LINE: usize = 512;
 
-/// The node's first line: which job it runs and the secret `qsub` gave that job.
+/// The word a [`Proof`] line starts with.
+const PROOF_WORD: &str = "proof";
+
+/// The node's first line: which job it runs, and the nonce `qsub` is to prove itself over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// The job's full id.
     pub job_id: String,
-    /// The secret `qsub -I` submitted the job with.
-    pub secret: String,
+    /// A random word of the node's.
+    pub nonce: String,
 }
 
 impl fmt::Display for Hello {
-    /// `hpcbox-interactive <job id> <secret>` and a newline.
+    /// `hpcbox-interactive <job id> <nonce>` and a newline.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{HELLO_WORD} {} {}", self.job_id, self.secret)
+        writeln!(f, "{HELLO_WORD} {} {}", self.job_id, self.nonce)
     }
 }
 
@@ -39,24 +47,82 @@ impl Hello {
     ///
     /// ```
     /// use hpcbox_pbs::interactive::Hello;
-    /// let hello = Hello { job_id: "7.vm".into(), secret: "c0ffee".into() };
+    /// let hello = Hello { job_id: "7.vm".into(), nonce: "c0ffee".into() };
     /// assert_eq!(Hello::parse(&hello.to_string()), Some(hello));
     /// assert_eq!(Hello::parse("GET / HTTP/1.1\r\n"), None);
     /// ```
     pub fn parse(line: &str) -> Option<Hello> {
-        let line = line.strip_suffix('\n').unwrap_or(line);
-        let mut words = line.split(' ');
-        let (Some(HELLO_WORD), Some(job_id), Some(secret), None) =
-            (words.next(), words.next(), words.next(), words.next())
-        else {
-            return None;
-        };
-        let word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_graphic());
-        (word(job_id) && word(secret)).then(|| Hello {
+        let [job_id, nonce] = words(line, HELLO_WORD)?;
+        Some(Hello {
             job_id: job_id.to_string(),
-            secret: secret.to_string(),
+            nonce: nonce.to_string(),
         })
     }
+}
+
+/// One end's proof that it knows the job's secret, over the other end's nonce; `qsub`'s
+/// carries a nonce of its own, for the node's proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// The proof (hex).
+    pub mac: String,
+    /// The nonce the other end is to prove itself over (`qsub`'s proof only).
+    pub nonce: Option<String>,
+}
+
+impl fmt::Display for Proof {
+    /// `proof <mac> [<nonce>]` and a newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.nonce {
+            Some(nonce) => writeln!(f, "{PROOF_WORD} {} {nonce}", self.mac),
+            None => writeln!(f, "{PROOF_WORD} {}", self.mac),
+        }
+    }
+}
+
+impl Proof {
+    /// Reads a line [`Proof`]'s `Display` wrote (its newline optional); `None` for anything
+    /// else.
+    ///
+    /// ```
+    /// use hpcbox_pbs::interactive::Proof;
+    /// let proof = Proof { mac: "ab12".into(), nonce: Some("cd34".into()) };
+    /// assert_eq!(Proof::parse(&proof.to_string()), Some(proof));
+    /// assert_eq!(Proof::parse("proof ab12\n"), Some(Proof { mac: "ab12".into(), nonce: None }));
+    /// assert_eq!(Proof::parse("proof\n"), None);
+    /// ```
+    pub fn parse(line: &str) -> Option<Proof> {
+        if let Some([mac, nonce]) = words(line, PROOF_WORD) {
+            return Some(Proof {
+                mac: mac.to_string(),
+                nonce: Some(nonce.to_string()),
+            });
+        }
+        let [mac] = words(line, PROOF_WORD)?;
+        Some(Proof {
+            mac: mac.to_string(),
+            nonce: None,
+        })
+    }
+}
+
+/// The `N` words after `first` in `line` (one space apart, each printable, its newline
+/// optional), if that is all the line holds.
+fn words<'a, const N: usize>(line: &'a str, first: &str) -> Option<[&'a str; N]> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let mut parts = line.split(' ');
+    if parts.next() != Some(first) {
+        return None;
+    }
+    let mut out = [""; N];
+    for slot in &mut out {
+        let word = parts.next()?;
+        if word.is_empty() || !word.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        *slot = word;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// The submitting terminal as `qsub -I` describes it to the job's node, which gives the job's
@@ -173,7 +239,7 @@ mod tests {
     fn a_hello_is_one_line_of_three_words() {
         let hello = Hello {
             job_id: "12[3].srv".into(),
-            secret: "ab12".into(),
+            nonce: "ab12".into(),
         };
         assert_eq!(hello.to_string(), "hpcbox-interactive 12[3].srv ab12\n");
         for bad in [
@@ -216,9 +282,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn hellos_round_trip(job_id in "[0-9]{1,6}(\\[[0-9]{1,4}\\])?\\.[a-z0-9.-]{1,20}", secret in "[0-9a-f]{1,64}") {
-            let hello = Hello { job_id, secret };
+        fn hellos_round_trip(job_id in "[0-9]{1,6}(\\[[0-9]{1,4}\\])?\\.[a-z0-9.-]{1,20}", nonce in "[0-9a-f]{1,64}") {
+            let hello = Hello { job_id, nonce };
             prop_assert_eq!(Hello::parse(&hello.to_string()), Some(hello));
+        }
+
+        #[test]
+        fn proofs_round_trip(mac in "[0-9a-f]{1,64}", nonce in proptest::option::of("[0-9a-f]{1,64}")) {
+            let proof = Proof { mac, nonce };
+            prop_assert_eq!(Proof::parse(&proof.to_string()), Some(proof));
         }
 
         #[test]
@@ -230,6 +302,7 @@ mod tests {
         #[test]
         fn any_text_is_read_or_refused_without_a_panic(text in "\\PC{0,80}") {
             let _ = Hello::parse(&text);
+            let _ = Proof::parse(&text);
             let _ = TerminalSettings::parse(&text);
         }
     }

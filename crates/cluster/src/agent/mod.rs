@@ -44,8 +44,8 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::protocol::{
-    self, AgentMessage, JobStart, NodeReport, ServerMessage, TaskStart, TmAnswer,
-    HEARTBEAT_INTERVAL,
+    self, AgentMessage, JobStart, NodeReport, RunningReport, ServerMessage, TaskStart, TmAnswer,
+    Usage, HEARTBEAT_INTERVAL,
 };
 use crate::usage::Limits;
 use crate::{cgroup, exec};
@@ -166,7 +166,7 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // A job's end is noticed when its top process exits, not at the next tick.
     let mut children = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
-    let (reached_tx, reached_rx) = mpsc::unbounded_channel();
+    let (terminal_tx, terminal_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
         config,
         jobs: Vec::new(),
@@ -178,11 +178,11 @@ pub async fn serve(config: AgentConfig) -> io::Result<()> {
         next_ask: 1,
         tasks: Vec::new(),
         reaching: Vec::new(),
-        reached: reached_tx,
+        terminal_events: terminal_tx,
     };
     let mut inbound = Inbound {
         asks: agent.listen_for_tasks(),
-        reached: reached_rx,
+        terminal: terminal_rx,
     };
     let mut backoff = RECONNECT_FIRST;
     loop {
@@ -293,15 +293,15 @@ struct Agent {
     tasks: Vec<tasks::Task>,
     /// Interactive jobs whose `qsub` is being reached, each with the kill asked for meanwhile.
     reaching: Vec<(String, Option<u64>)>,
-    /// Where the threads that reach them report.
-    reached: mpsc::UnboundedSender<terminal::Reached>,
+    /// Where the threads of interactive jobs' terminals report.
+    terminal_events: mpsc::UnboundedSender<terminal::TerminalEvent>,
 }
 
 /// What comes to the agent besides the server's messages: task requests of its jobs' processes,
-/// and interactive jobs whose `qsub` has been reached (or not).
+/// and what becomes of interactive jobs' `qsub` (reached, or not; gone).
 struct Inbound {
     asks: Asks,
-    reached: mpsc::UnboundedReceiver<terminal::Reached>,
+    terminal: mpsc::UnboundedReceiver<terminal::TerminalEvent>,
 }
 
 /// Where task requests arrive (none when the agent could not listen).
@@ -333,7 +333,7 @@ impl Agent {
                 stream = &mut attempt => return stream,
                 _ = ticker.tick() => self.tick().await,
                 _ = children.recv() => self.reap_ended().await,
-                Some(reached) = inbound.reached.recv() => self.on_reached(reached),
+                Some(event) = inbound.terminal.recv() => self.on_terminal_event(event),
             }
         }
     }
@@ -351,7 +351,17 @@ impl Agent {
         let hello = AgentMessage::Hello {
             token: self.config.token.clone(),
             node: self.config.node.clone(),
-            running: self.jobs.iter().map(Job::running_report).collect(),
+            // Jobs still reaching their qsub run here too, as far as the server is concerned.
+            running: self
+                .jobs
+                .iter()
+                .map(Job::running_report)
+                .chain(self.reaching.iter().map(|(job_id, _)| RunningReport {
+                    job_id: job_id.clone(),
+                    session: 0,
+                    usage: Usage::default(),
+                }))
+                .collect(),
             tasks: self.tasks.iter().map(tasks::Task::report).collect(),
         };
         send(&mut write, &hello).await?;
@@ -364,7 +374,7 @@ impl Agent {
                 _ = ticker.tick() => self.tick().await,
                 _ = children.recv() => self.reap_ended().await,
                 ask = next_ask(&mut inbound.asks) => self.on_ask(ask),
-                Some(reached) = inbound.reached.recv() => self.on_reached(reached),
+                Some(event) = inbound.terminal.recv() => self.on_terminal_event(event),
             }
             if self.connected {
                 self.flush(&mut write).await?;
@@ -389,7 +399,7 @@ impl Agent {
                 ask = next_ask(&mut inbound.asks) => {
                     let _ = ask.answer.send(tasks::refusal("the agent has lost its server"));
                 }
-                Some(reached) = inbound.reached.recv() => self.on_reached(reached),
+                Some(event) = inbound.terminal.recv() => self.on_terminal_event(event),
             }
         }
     }
@@ -576,13 +586,31 @@ impl Agent {
                 return self.launch(&start, prepared, None).map(Some);
             }
             self.reaching.push((start.job_id.clone(), None));
-            terminal::reach(start.clone(), prepared, self.reached.clone());
+            terminal::reach(start.clone(), prepared, self.terminal_events.clone());
             Ok(None)
         });
         match launched {
             Ok(None) => {}
             Ok(Some(job)) => self.report_start(&start.job_id, Ok(job)),
             Err(failure) => self.report_start(&start.job_id, Err(failure)),
+        }
+    }
+
+    fn on_terminal_event(&mut self, event: terminal::TerminalEvent) {
+        match event {
+            terminal::TerminalEvent::Reached(reached) => self.on_reached(*reached),
+            terminal::TerminalEvent::QsubLeft(job_id) => self.hang_up(&job_id),
+        }
+    }
+
+    /// The `qsub` of interactive job `job_id` went away: the job is hung up as a closed
+    /// terminal hangs up its session (SIGHUP, then SIGCONT for stopped processes) — if it
+    /// still runs here; the signals go to its processes only.
+    fn hang_up(&mut self, job_id: &str) {
+        if let Some(job) = self.jobs.iter().find(|job| job.id() == job_id) {
+            tracing::info!(job = job_id, "its qsub went away: hanging the job up");
+            job.signal(nix::sys::signal::Signal::SIGHUP);
+            job.signal(nix::sys::signal::Signal::SIGCONT);
         }
     }
 
@@ -665,7 +693,7 @@ impl Agent {
         })?;
         let relay = terminal.and_then(|terminal| {
             terminal
-                .relay(process.session())
+                .relay(&start.job_id, self.terminal_events.clone())
                 .inspect_err(|err| {
                     tracing::warn!(job = %start.job_id, %err, "cannot relay the job's terminal");
                 })

@@ -4,30 +4,30 @@
 //! The agent connects to `qsub`, names the job with its secret, and reads back the terminal's
 //! type, control characters and size ([`hpcbox_pbs::interactive`]); the job's shell then runs on
 //! the pseudo-terminal's slave side, and two threads copy bytes between the connection and the
-//! master side until either ends: `qsub` leaving hangs the shell up, as a closed terminal would,
-//! and the job's last process closing the terminal ends the connection.
+//! master side until either ends: `qsub` leaving hangs the job up, as a closed terminal would
+//! (the agent signals the job, which it knows still runs), and the job's last process closing
+//! the terminal ends the connection.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hpcbox_pbs::exit::JOB_EXEC_FAIL1;
-use hpcbox_pbs::interactive::{Hello, TerminalSettings, MAX_LINE};
+use hpcbox_pbs::interactive::{Hello, Proof, TerminalSettings, MAX_LINE};
 use nix::fcntl::OFlag;
-use nix::sys::signal::{kill, Signal};
 use nix::sys::termios::{self, SetArg};
-use nix::unistd::{Pid, Uid};
+use nix::unistd::Uid;
 
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::setup::{Prepared, StartError};
-use crate::api::{InteractiveTarget, TERMINAL_CONTROL};
+use crate::api::InteractiveTarget;
+use crate::interactive::{self, TERMINAL_CONTROL};
 use crate::protocol::JobStart;
 
 /// How long the agent tries to reach `qsub`, and then waits for its answer (PBS's mom gives
@@ -45,8 +45,18 @@ pub(crate) struct Terminal {
     /// The slave side (`/dev/pts/N`), which the job opens as its controlling terminal.
     pub path: PathBuf,
     socket: TcpStream,
+    /// What `qsub` sent after its settings (keys typed at once), read along with them.
+    typeahead: Vec<u8>,
     /// `qsub`'s terminal type, the job's `TERM`.
     pub term: String,
+}
+
+/// What the terminal side of interactive jobs tells the agent.
+pub(crate) enum TerminalEvent {
+    /// A job's `qsub` was reached, or not.
+    Reached(Box<Reached>),
+    /// The `qsub` of the job (its id) went away while the job's terminal was open.
+    QsubLeft(String),
 }
 
 /// A terminal being relayed: ends when the job's processes have all closed it or `qsub` left.
@@ -68,14 +78,16 @@ pub(crate) struct Reached {
 
 /// Reaches the `qsub` of interactive job `start` in a thread of its own and sends what came of
 /// it to `done` (in this thread, should no thread start).
-pub(crate) fn reach(start: JobStart, prepared: Prepared, done: UnboundedSender<Reached>) {
+pub(crate) fn reach(start: JobStart, prepared: Prepared, done: UnboundedSender<TerminalEvent>) {
     let job = Arc::new(Mutex::new(Some((start, prepared))));
     let attempt = {
         let (job, done) = (Arc::clone(&job), done.clone());
         move || {
             let taken = job.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some((start, prepared)) = taken {
-                let _ = done.send(attempt_to_reach(start, prepared));
+                let _ = done.send(TerminalEvent::Reached(Box::new(attempt_to_reach(
+                    start, prepared,
+                ))));
             }
         }
     };
@@ -86,7 +98,9 @@ pub(crate) fn reach(start: JobStart, prepared: Prepared, done: UnboundedSender<R
         tracing::warn!(%err, "no thread to reach an interactive qsub: reaching it here");
         let taken = job.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((start, prepared)) = taken {
-            let _ = done.send(attempt_to_reach(start, prepared));
+            let _ = done.send(TerminalEvent::Reached(Box::new(attempt_to_reach(
+                start, prepared,
+            ))));
         }
     }
 }
@@ -122,7 +136,7 @@ fn open(
         ),
     };
     let mut socket = connect(target).map_err(|err| fail("reach", &err))?;
-    let settings =
+    let (settings, typeahead) =
         greet(&mut socket, job_id, &target.secret).map_err(|err| fail("talk to", &err))?;
     let (master, path) =
         pseudo_terminal(&settings, owner).map_err(|err| fail("make a terminal for", &err))?;
@@ -130,6 +144,7 @@ fn open(
         master,
         path,
         socket,
+        typeahead,
         term: settings.term,
     })
 }
@@ -151,16 +166,43 @@ fn connect(target: &InteractiveTarget) -> io::Result<TcpStream> {
     Err(last)
 }
 
-/// Names the job to `qsub` and reads its terminal's settings.
-fn greet(socket: &mut TcpStream, job_id: &str, secret: &str) -> io::Result<TerminalSettings> {
+/// Names the job to `qsub`, checks `qsub`'s proof that it knows the job's secret, gives its
+/// own, and reads the terminal's settings, and whatever came after them.
+fn greet(
+    socket: &mut TcpStream,
+    job_id: &str,
+    secret: &str,
+) -> io::Result<(TerminalSettings, Vec<u8>)> {
     socket.set_read_timeout(Some(REACH_TIMEOUT))?;
     socket.set_write_timeout(Some(REACH_TIMEOUT))?;
     let hello = Hello {
         job_id: job_id.to_string(),
-        secret: secret.to_string(),
+        nonce: interactive::nonce()?,
     };
     socket.write_all(hello.to_string().as_bytes())?;
-    let mut reader = BufReader::new(socket.try_clone()?.take(3 * MAX_LINE as u64));
+    let mut reader = BufReader::new(socket.try_clone()?.take(4 * MAX_LINE as u64));
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let proven = Proof::parse(&line).filter(|proof| {
+        interactive::proves(
+            secret,
+            interactive::End::Qsub,
+            job_id,
+            &hello.nonce,
+            &proof.mac,
+        )
+    });
+    let Some(their_nonce) = proven.and_then(|proof| proof.nonce) else {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "what listens there does not know the job's secret",
+        ));
+    };
+    let ours = Proof {
+        mac: interactive::proof(secret, interactive::End::Node, job_id, &their_nonce),
+        nonce: None,
+    };
+    socket.write_all(ours.to_string().as_bytes())?;
     let mut text = String::new();
     for _ in 0..3 {
         if reader.read_line(&mut text)? == 0 {
@@ -170,10 +212,13 @@ fn greet(socket: &mut TcpStream, job_id: &str, secret: &str) -> io::Result<Termi
             ));
         }
     }
-    // The settings are all qsub sends before the user types: nothing is left in the reader.
+    // Keys typed as soon as qsub said "ready" may have come with the settings.
+    let typeahead = reader.buffer().to_vec();
     socket.set_read_timeout(None)?;
     socket.set_write_timeout(None)?;
-    TerminalSettings::parse(&text).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+    let settings = TerminalSettings::parse(&text)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+    Ok((settings, typeahead))
 }
 
 /// A pseudo-terminal with `settings`' control characters and size, its slave side owned by
@@ -207,31 +252,32 @@ fn pseudo_terminal(settings: &TerminalSettings, owner: Option<Uid>) -> io::Resul
 }
 
 impl Terminal {
-    /// Starts copying between `qsub` and the terminal, whose session `leader` (the job's
-    /// shell) now has it open.
-    pub fn relay(self, leader: Pid) -> io::Result<Relay> {
-        let Terminal { master, socket, .. } = self;
+    /// Starts copying between `qsub` and the terminal of job `job_id`, which its processes
+    /// now have open; `events` hears when `qsub` goes away first.
+    pub fn relay(self, job_id: &str, events: UnboundedSender<TerminalEvent>) -> io::Result<Relay> {
+        let Terminal {
+            master,
+            socket,
+            typeahead,
+            ..
+        } = self;
         let (mut to_master, mut from_socket) = (master.try_clone()?, socket.try_clone()?);
         let (mut from_master, mut to_socket) = (master, socket.try_clone()?);
-        // Set once no process has the terminal open: the leader's pid may then be reused.
-        let closed = Arc::new(AtomicBool::new(false));
-        let closed_seen = Arc::clone(&closed);
+        let job_id = job_id.to_string();
         std::thread::Builder::new()
             .name("terminal-in".into())
             .spawn(move || {
-                pump(&mut from_socket, &mut to_master);
-                // qsub left: hang up, as a terminal that goes away does.
-                if !closed_seen.load(Ordering::Acquire) {
-                    hang_up(&to_master, leader);
+                let typed = to_master.write_all(&typeahead);
+                // The connection ended first (not the terminal): qsub went away.
+                if typed.is_ok() && pump(&mut from_socket, &mut to_master) == Ended::Source {
+                    let _ = events.send(TerminalEvent::QsubLeft(job_id));
                 }
             })?;
         let from_terminal = std::thread::Builder::new()
             .name("terminal-out".into())
             .spawn(move || {
                 // The terminal's end (EIO) comes once every process of the job has closed it.
-                if pump(&mut from_master, &mut to_socket) == End::Source {
-                    closed.store(true, Ordering::Release);
-                }
+                pump(&mut from_master, &mut to_socket);
                 let _ = to_socket.shutdown(Shutdown::Both);
             })?;
         Ok(Relay {
@@ -243,7 +289,7 @@ impl Terminal {
 
 /// Which side of a [`pump`] ended it.
 #[derive(Debug, PartialEq, Eq)]
-enum End {
+enum Ended {
     /// Reading failed or came to its end.
     Source,
     /// Writing failed.
@@ -251,30 +297,18 @@ enum End {
 }
 
 /// Copies `from` to `to` until one of them ends.
-fn pump(from: &mut impl Read, to: &mut impl Write) -> End {
+fn pump(from: &mut impl Read, to: &mut impl Write) -> Ended {
     let mut buf = [0u8; 8192];
     loop {
         let n = match from.read(&mut buf) {
-            Ok(0) => return End::Source,
+            Ok(0) => return Ended::Source,
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return End::Source,
+            Err(_) => return Ended::Source,
         };
         if to.write_all(&buf[..n]).is_err() {
-            return End::Sink;
+            return Ended::Sink;
         }
-    }
-}
-
-/// SIGHUP and SIGCONT to the terminal's foreground process group and its session leader.
-fn hang_up(master: &File, leader: Pid) {
-    let mut groups = vec![leader];
-    if let Ok(foreground) = nix::unistd::tcgetpgrp(master) {
-        groups.push(Pid::from_raw(-foreground.as_raw()));
-    }
-    for target in groups {
-        let _ = kill(target, Signal::SIGHUP);
-        let _ = kill(target, Signal::SIGCONT);
     }
 }
 

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hpcbox_cluster::api::{Action, InteractiveTarget, JobAction, StatusItem, StatusRequest};
-use hpcbox_pbs::interactive::{Hello, MAX_LINE};
+use hpcbox_cluster::interactive::{self, End};
+use hpcbox_pbs::interactive::{Hello, Proof, MAX_LINE};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
@@ -21,8 +22,9 @@ use crate::submission::Prepared;
 /// How often `qsub` asks the server whether the job it waits for still exists.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 
-/// How long a connecting node may take to name its job.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connecting node may take to name its job (the wait, ^C included, is held up
+/// meanwhile).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long `qsub` waits for an answer to "terminate the job?" (PBS's 60 seconds).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -70,10 +72,10 @@ pub fn run(prepared: &Prepared, argv: &[String]) -> i32 {
         Ok(job_id) => job_id,
         Err(code) => return code,
     };
-    catch_waiting_signals(true);
+    let before = catch_waiting_signals();
     println!("qsub: waiting for job {job_id} to start");
     let node = wait_for_node(&listener, &job_id, &secret);
-    catch_waiting_signals(false);
+    restore_signals(&before);
     match node {
         Ok(node) => session::serve(node, &job_id),
         Err(code) => code,
@@ -87,23 +89,38 @@ fn listen() -> std::io::Result<(TcpListener, String)> {
     Ok((listener, secret))
 }
 
+/// The signals caught while the job waits.
+const WAITING_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGTSTP];
+
 /// While the job waits: SIGINT and SIGTERM ask whether to delete it, SIGTSTP is refused (as
-/// PBS's `qsub` does); afterwards (`catch` false) they act as they normally do.
-fn catch_waiting_signals(catch: bool) {
-    let action = |handler: extern "C" fn(nix::libc::c_int)| {
-        let handler = if catch {
-            SigHandler::Handler(handler)
+/// PBS's `qsub` does). Returns the actions they had, for [`restore_signals`].
+fn catch_waiting_signals() -> Vec<(Signal, SigAction)> {
+    let mut before = Vec::new();
+    for signal in WAITING_SIGNALS {
+        let handler = if signal == Signal::SIGTSTP {
+            on_suspend
         } else {
-            SigHandler::SigDfl
+            on_interrupt
         };
         // No SA_RESTART: a signal wakes the waiting poll.
-        SigAction::new(handler, SaFlags::empty(), SigSet::empty())
-    };
-    // SAFETY: the handlers only store to atomics, which is async-signal-safe.
-    unsafe {
-        let _ = sigaction(Signal::SIGINT, &action(on_interrupt));
-        let _ = sigaction(Signal::SIGTERM, &action(on_interrupt));
-        let _ = sigaction(Signal::SIGTSTP, &action(on_suspend));
+        let action = SigAction::new(
+            SigHandler::Handler(handler),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handlers only store to atomics, which is async-signal-safe.
+        if let Ok(old) = unsafe { sigaction(signal, &action) } {
+            before.push((signal, old));
+        }
+    }
+    before
+}
+
+/// Gives the signals back the actions they had before the wait (ignored ones stay ignored).
+fn restore_signals(before: &[(Signal, SigAction)]) {
+    for (signal, action) in before {
+        // SAFETY: an action this process had before.
+        let _ = unsafe { sigaction(*signal, action) };
     }
 }
 
@@ -112,8 +129,12 @@ fn catch_waiting_signals(catch: bool) {
 fn wait_for_node(listener: &TcpListener, job_id: &str, secret: &str) -> Result<TcpStream, i32> {
     let mut last_check = Instant::now();
     loop {
-        if INTERRUPTED.swap(false, Ordering::SeqCst) && wants_to_terminate() {
-            return Err(bail_out(job_id));
+        if INTERRUPTED.swap(false, Ordering::SeqCst) {
+            if wants_to_terminate() {
+                return Err(bail_out(job_id));
+            }
+            // Interrupts while the question was asked were answered by it.
+            INTERRUPTED.store(false, Ordering::SeqCst);
         }
         if SUSPEND_TRIED.swap(false, Ordering::SeqCst) {
             println!("Sorry, you cannot suspend qsub until the job is started");
@@ -132,24 +153,59 @@ fn wait_for_node(listener: &TcpListener, job_id: &str, secret: &str) -> Result<T
         let Ok((mut stream, _)) = listener.accept() else {
             continue;
         };
-        if named_job(&mut stream)
-            .is_some_and(|hello| hello.job_id == job_id && hello.secret == secret)
-        {
-            return Ok(stream);
+        // PBS's words for a node that fails; qsub goes on waiting for the right one.
+        match authenticate(&mut stream, job_id, secret) {
+            Ok(()) => return Ok(stream),
+            Err(Refused::OtherJob) => eprintln!("qsub: invalid job name from execution server"),
+            Err(Refused::NoProof) => eprintln!("qsub: failed authentication with execution host"),
         }
-        eprintln!("qsub: failed authentication with execution host");
     }
 }
 
-/// The job a connecting node names in its first line, if it names one in time.
-fn named_job(stream: &mut TcpStream) -> Option<Hello> {
-    stream.set_read_timeout(Some(HELLO_TIMEOUT)).ok()?;
+/// Why a connection was not taken for the job's node.
+enum Refused {
+    /// It named another job.
+    OtherJob,
+    /// It did not prove, in time, that it knows the job's secret.
+    NoProof,
+}
+
+/// The node's hello, `qsub`'s proof over its nonce, and the node's over `qsub`'s
+/// ([`hpcbox_pbs::interactive`]): each end shows it knows the job's secret without sending it.
+fn authenticate(stream: &mut TcpStream, job_id: &str, secret: &str) -> Result<(), Refused> {
+    stream
+        .set_read_timeout(Some(HELLO_TIMEOUT))
+        .map_err(|_| Refused::NoProof)?;
+    let hello = read_line(stream).and_then(|line| Hello::parse(&line));
+    let hello = hello.ok_or(Refused::NoProof)?;
+    if hello.job_id != job_id {
+        return Err(Refused::OtherJob);
+    }
+    let ours = interactive::nonce().map_err(|_| Refused::NoProof)?;
+    let proof = Proof {
+        mac: interactive::proof(secret, End::Qsub, job_id, &hello.nonce),
+        nonce: Some(ours.clone()),
+    };
+    stream
+        .write_all(proof.to_string().as_bytes())
+        .map_err(|_| Refused::NoProof)?;
+    let theirs = read_line(stream).and_then(|line| Proof::parse(&line));
+    if !theirs.is_some_and(|p| interactive::proves(secret, End::Node, job_id, &ours, &p.mac)) {
+        return Err(Refused::NoProof);
+    }
+    stream
+        .set_read_timeout(None)
+        .map_err(|_| Refused::NoProof)?;
+    Ok(())
+}
+
+/// One line from `stream` (the other end sends nothing more until it is answered).
+fn read_line(stream: &TcpStream) -> Option<String> {
     let mut line = String::new();
     BufReader::new(stream.try_clone().ok()?.take(MAX_LINE as u64))
         .read_line(&mut line)
         .ok()?;
-    stream.set_read_timeout(None).ok()?;
-    Hello::parse(&line)
+    Some(line)
 }
 
 /// Whether the job is still there to wait for (a server that cannot be reached now may be
@@ -176,9 +232,7 @@ fn wants_to_terminate() -> bool {
     loop {
         print!("Do you wish to terminate the job and exit (y|[n])? ");
         let _ = std::io::stdout().flush();
-        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
-        let timeout = PollTimeout::try_from(ANSWER_TIMEOUT).unwrap_or(PollTimeout::MAX);
-        if !matches!(poll(&mut fds, timeout), Ok(n) if n > 0) {
+        if !answer_comes(&stdin) {
             println!("Timeout -- deleting job");
             return true;
         }
@@ -190,6 +244,22 @@ fn wants_to_terminate() -> bool {
             Some('n' | 'N' | '\n') => return false,
             Some('y' | 'Y') => return true,
             _ => println!("yes or no please"),
+        }
+    }
+}
+
+/// Whether standard input has an answer within [`ANSWER_TIMEOUT`] (another interrupt while
+/// it waits changes nothing, as PBS blocks it while asking).
+fn answer_comes(stdin: &std::io::Stdin) -> bool {
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(n) if n > 0 => return true,
+            Err(nix::errno::Errno::EINTR) if !left.is_zero() => continue,
+            _ => return false,
         }
     }
 }
