@@ -142,6 +142,11 @@ pub fn run(args: MpiexecArgs) -> ExitCode {
     };
     spec.args = rest.iter().map(Into::into).collect();
     spec.agent = job_agent();
+    if spec.agent.is_some() && args.tag_output {
+        eprintln!(
+            "mpiexec: ranks on the job's other hosts write to the job's output files, untagged (pbs_tmrsh)"
+        );
+    }
     spec.tag_output = args.tag_output;
     spec.timeout = args.timeout.map(Duration::from_secs_f64);
     for name in &args.export {

@@ -2,7 +2,9 @@
 //!
 //! The agent is invoked as `AGENT HOST COMMAND-STRING`, and the remote shell runs
 //! COMMAND-STRING: `cd DIR && env VAR=VALUE … PROGRAM ARGS…`, every word shell-quoted.
-//! The rank's output comes back through the agent's own stdout and stderr.
+//! The rank's output comes back through the agent's own stdout and stderr (with ssh; inside
+//! an hpcbox job, where `hpcbox mpiexec` uses the job's `pbs_tmrsh`, it goes to the job's
+//! output files instead, as PBS writes a task's).
 
 use std::process::Command;
 
