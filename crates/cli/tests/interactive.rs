@@ -21,17 +21,22 @@ struct Terminal {
 
 impl Terminal {
     fn qsub(cluster: &Cluster, args: &[&str]) -> Terminal {
+        let mut command = cluster.command("qsub");
+        command.args(args);
+        Terminal::run(command)
+    }
+
+    /// `command` on a terminal of its own, as the leader of its session.
+    fn run(mut command: std::process::Command) -> Terminal {
         let pty = nix::pty::openpty(None, None).unwrap();
         let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-        let mut command = cluster.command("qsub");
         command
-            .args(args)
             .env("TERM", "xterm")
             .stdin(slave(&pty.slave))
             .stdout(slave(&pty.slave))
             .stderr(slave(&pty.slave));
         // As a login does: a session of its own with the terminal as its controlling one, so
-        // that ^C typed there interrupts qsub.
+        // that ^C typed there interrupts what runs on it.
         // SAFETY: setsid and ioctl are async-signal-safe and allocate nothing.
         unsafe {
             command.pre_exec(|| {
@@ -350,4 +355,43 @@ fn a_process_in_a_gone_qsubs_place_gets_no_shell() {
         comment.contains("does not know the job's secret"),
         "{comment}"
     );
+}
+
+/// `~` and ^Z at a line's start stop qsub, as they stop PBS's: the shell qsub was started from
+/// has the terminal back, and `fg` continues the session, raw again.
+#[test]
+fn tilde_and_suspend_stop_qsub_and_fg_continues_the_session() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let mut shell = std::process::Command::new("bash");
+    shell
+        .args(["--norc", "--noprofile", "-i"])
+        .env("PS1", "outer$ ")
+        .env("HPCBOX_HOME", &cluster.home)
+        .current_dir(&cluster.work);
+    let mut terminal = Terminal::run(shell);
+    terminal.expect("outer$ ");
+    terminal.type_keys(&format!("{} qsub -I\n", common::HPCBOX));
+    terminal.expect("ready");
+    terminal.type_keys("echo in-the-job\r");
+    terminal.expect("in-the-job\r\n");
+    terminal.type_keys("~\x1a");
+    terminal.expect("Stopped");
+    terminal.type_keys("echo in-the-outer-shell\n");
+    terminal.expect("in-the-outer-shell\r\n");
+    terminal.type_keys("fg\n");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = terminal.screen().len();
+    terminal.type_keys("echo back-in-the-job\r");
+    terminal.expect("back-in-the-job\r\n");
+    // Raw again: the keys went to the job's shell, not echoed by this terminal first.
+    let after = terminal.screen()[before..].to_string();
+    assert_eq!(
+        after.matches("echo back-in-the-job").count(),
+        1,
+        "{after:?}"
+    );
+    terminal.type_keys("exit\r");
+    terminal.expect("completed");
+    terminal.type_keys("exit\n");
+    assert_eq!(terminal.exit_status(), 0);
 }

@@ -1,6 +1,7 @@
 //! The session of `qsub -I` once the job's node has connected: this terminal's settings go to
 //! the node, the terminal goes raw, and keystrokes and the job's output are copied each way
-//! until the job ends (or the user types `~.` at the start of a line, as in PBS).
+//! until the job ends. As in PBS, `~.` at the start of a line leaves, and `~` then the suspend
+//! character (^Z) stops `qsub` until it is continued (`fg`).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -27,7 +28,8 @@ pub fn serve(mut node: TcpStream, job_id: &str) -> i32 {
     print!("qsub: job {job_id} ready{end}{end}");
     let _ = std::io::stdout().flush();
     if let Ok(keyboard_side) = node.try_clone() {
-        std::thread::spawn(move || keyboard(keyboard_side));
+        let cooked = saved.clone();
+        std::thread::spawn(move || keyboard(keyboard_side, cooked));
     }
     show(&mut node);
     drop(raw);
@@ -98,6 +100,14 @@ struct RawMode(Termios);
 
 impl RawMode {
     fn enter(saved: &Termios) -> RawMode {
+        make_raw(saved);
+        RawMode(saved.clone())
+    }
+}
+
+/// Puts this terminal in raw mode (PBS's `settermraw`) from its modes `saved`.
+fn make_raw(saved: &Termios) {
+    {
         let mut raw = saved.clone();
         raw.local_flags &= !(LocalFlags::ICANON
             | LocalFlags::ISIG
@@ -113,7 +123,6 @@ impl RawMode {
         raw.control_chars[Cc::VMIN as usize] = 1;
         raw.control_chars[Cc::VTIME as usize] = 0;
         let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &raw);
-        RawMode(saved.clone())
     }
 }
 
@@ -124,50 +133,96 @@ impl Drop for RawMode {
 }
 
 /// Copies keystrokes to the node until the keyboard ends or the user types `~.`; then closes
-/// the connection, which ends the session (the node hangs the job's shell up).
-fn keyboard(mut node: TcpStream) {
+/// the connection, which ends the session (the node hangs the job's shell up). `cooked` is
+/// the terminal's own modes (none when it had none), given back while `qsub` is stopped.
+fn keyboard(mut node: TcpStream, cooked: Option<Termios>) {
     let mut stdin = std::io::stdin().lock();
-    let mut escape = Escape::default();
+    let suspend = cooked
+        .as_ref()
+        .map_or(26, |modes| modes.control_chars[Cc::VSUSP as usize]);
+    let mut escape = Escape::new(suspend);
     let (mut buf, mut out) = ([0u8; 4096], Vec::with_capacity(4096));
-    loop {
+    'keys: loop {
         let n = match stdin.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        out.clear();
-        let ended = escape.feed(&buf[..n], &mut out);
-        if node.write_all(&out).is_err() || ended {
-            break;
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            out.clear();
+            let (used, escaped) = escape.feed(rest, &mut out);
+            rest = &rest[used..];
+            if node.write_all(&out).is_err() {
+                break 'keys;
+            }
+            match escaped {
+                Some(Escaped::Leave) => break 'keys,
+                Some(Escaped::Suspend) => stop_here(cooked.as_ref()),
+                None => {}
+            }
         }
     }
     let _ = node.shutdown(Shutdown::Both);
 }
 
-/// Watches keystrokes for PBS's escape: `~.` typed at the start of a line ends the session; a
-/// `~` followed by anything else is sent as typed.
+/// Stops `qsub` (its process group, as PBS's `stopme`) with the terminal in its own modes,
+/// and makes it raw again once continued.
+fn stop_here(cooked: Option<&Termios>) {
+    if let Some(modes) = cooked {
+        let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, modes);
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(0), nix::sys::signal::SIGTSTP);
+    if let Some(modes) = cooked {
+        make_raw(modes);
+        // A job-control shell that continues us (bash's `fg`) may put back the modes we
+        // stopped with just after: raw again once it has.
+        std::thread::sleep(RESUME_SETTLE);
+        make_raw(modes);
+    }
+}
+
+/// How long a shell that continued `qsub` may take to put the terminal's modes back.
+const RESUME_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What an escape typed at the start of a line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escaped {
+    /// `~.`: leave the session.
+    Leave,
+    /// `~` and the suspend character: stop `qsub`.
+    Suspend,
+}
+
+/// Watches keystrokes for PBS's escapes (`~.`, `~^Z`) at the start of a line; a `~` followed
+/// by anything else is sent as typed.
 #[derive(Debug)]
 struct Escape {
+    suspend: u8,
     at_line_start: bool,
     tilde: bool,
 }
 
-impl Default for Escape {
-    fn default() -> Self {
+impl Escape {
+    /// A watch with `suspend` as the suspend character, at the start of a line.
+    fn new(suspend: u8) -> Escape {
         Escape {
+            suspend,
             at_line_start: true,
             tilde: false,
         }
     }
-}
 
-impl Escape {
-    /// Adds what of `input` is to be sent to `out`; `true` once the escape was typed.
-    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
-        for &byte in input {
+    /// Adds what of `input` is to be sent to `out` up to the first escape: how much of
+    /// `input` it used, and the escape, if one came.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Option<Escaped>) {
+        for (at, &byte) in input.iter().enumerate() {
             if self.tilde {
                 self.tilde = false;
                 if byte == b'.' {
-                    return true;
+                    return (at + 1, Some(Escaped::Leave));
+                }
+                if byte == self.suspend {
+                    return (at + 1, Some(Escaped::Suspend));
                 }
                 out.push(b'~');
             } else if self.at_line_start && byte == b'~' {
@@ -177,7 +232,7 @@ impl Escape {
             out.push(byte);
             self.at_line_start = matches!(byte, b'\r' | b'\n');
         }
-        false
+        (input.len(), None)
     }
 }
 
@@ -186,14 +241,32 @@ mod tests {
     use super::*;
 
     fn typed(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
-        let mut escape = Escape::default();
+        let mut escape = Escape::new(26);
         let mut out = Vec::new();
         for chunk in chunks {
-            if escape.feed(chunk, &mut out) {
+            if escape.feed(chunk, &mut out).1 == Some(Escaped::Leave) {
                 return (out, true);
             }
         }
         (out, false)
+    }
+
+    #[test]
+    fn tilde_and_the_suspend_character_stop_qsub_and_typing_goes_on() {
+        let mut escape = Escape::new(26);
+        let mut out = Vec::new();
+        assert_eq!(
+            escape.feed(b"ls\r~\x1ads", &mut out),
+            (5, Some(Escaped::Suspend))
+        );
+        assert_eq!(out, b"ls\r");
+        out.clear();
+        assert_eq!(escape.feed(b"ds", &mut out), (2, None));
+        assert_eq!(out, b"ds");
+        // Not at a line's start: sent as typed.
+        out.clear();
+        assert_eq!(escape.feed(b"~\x1a", &mut out), (2, None));
+        assert_eq!(out, b"~\x1a");
     }
 
     #[test]
