@@ -137,10 +137,15 @@ impl Drop for RawMode {
 /// the terminal's own modes (none when it had none), given back while `qsub` is stopped.
 fn keyboard(mut node: TcpStream, cooked: Option<Termios>) {
     let mut stdin = std::io::stdin().lock();
-    let suspend = cooked
-        .as_ref()
-        .map_or(26, |modes| modes.control_chars[Cc::VSUSP as usize]);
-    let mut escape = Escape::new(suspend);
+    let char_of = |index: Cc, default: u8| {
+        cooked
+            .as_ref()
+            .map_or(default, |modes| modes.control_chars[index as usize])
+    };
+    let mut escape = Escape::new(
+        char_of(Cc::VSUSP, 26),
+        [char_of(Cc::VKILL, 21), char_of(Cc::VINTR, 3)],
+    );
     let (mut buf, mut out) = ([0u8; 4096], Vec::with_capacity(4096));
     'keys: loop {
         let n = match stdin.read(&mut buf) {
@@ -194,19 +199,22 @@ enum Escaped {
 }
 
 /// Watches keystrokes for PBS's escapes (`~.`, `~^Z`) at the start of a line; a `~` followed
-/// by anything else is sent as typed.
+/// by anything else is sent as typed. A line starts after a newline, a return, and (as in
+/// PBS) the kill and interrupt characters.
 #[derive(Debug)]
 struct Escape {
     suspend: u8,
+    kill_and_interrupt: [u8; 2],
     at_line_start: bool,
     tilde: bool,
 }
 
 impl Escape {
-    /// A watch with `suspend` as the suspend character, at the start of a line.
-    fn new(suspend: u8) -> Escape {
+    /// A watch with these characters of the terminal's, at the start of a line.
+    fn new(suspend: u8, kill_and_interrupt: [u8; 2]) -> Escape {
         Escape {
             suspend,
+            kill_and_interrupt,
             at_line_start: true,
             tilde: false,
         }
@@ -230,7 +238,8 @@ impl Escape {
                 continue;
             }
             out.push(byte);
-            self.at_line_start = matches!(byte, b'\r' | b'\n');
+            self.at_line_start =
+                matches!(byte, b'\r' | b'\n') || self.kill_and_interrupt.contains(&byte);
         }
         (input.len(), None)
     }
@@ -241,7 +250,7 @@ mod tests {
     use super::*;
 
     fn typed(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
-        let mut escape = Escape::new(26);
+        let mut escape = Escape::new(26, [21, 3]);
         let mut out = Vec::new();
         for chunk in chunks {
             if escape.feed(chunk, &mut out).1 == Some(Escaped::Leave) {
@@ -253,7 +262,7 @@ mod tests {
 
     #[test]
     fn tilde_and_the_suspend_character_stop_qsub_and_typing_goes_on() {
-        let mut escape = Escape::new(26);
+        let mut escape = Escape::new(26, [21, 3]);
         let mut out = Vec::new();
         assert_eq!(
             escape.feed(b"ls\r~\x1ads", &mut out),
@@ -274,6 +283,12 @@ mod tests {
         assert_eq!(typed(&[b"~."]), (vec![], true));
         assert_eq!(typed(&[b"ls\r~.more"]), (b"ls\r".to_vec(), true));
         assert_eq!(typed(&[b"ls\r~", b"."]), (b"ls\r".to_vec(), true));
+    }
+
+    #[test]
+    fn a_line_starts_after_an_interrupt_or_a_kill_too() {
+        assert_eq!(typed(&[b"sleep 9\x03~."]), (b"sleep 9\x03".to_vec(), true));
+        assert_eq!(typed(&[b"oops\x15~."]), (b"oops\x15".to_vec(), true));
     }
 
     #[test]
