@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -152,7 +152,8 @@ where
         items.set_len(n);
     }
     let reply = run_items(call, items);
-    if let (Reply::AllOk(values), Some(_)) = (&reply, raw_size::<C::Output>()) {
+    let refused = CALLER_REFUSES_COPIES.load(Ordering::Relaxed);
+    if let (Reply::AllOk(values), Some(_), false) = (&reply, raw_size::<C::Output>(), refused) {
         // SAFETY: the values are primitive numbers (raw_size): plain initialized bytes.
         let raw = unsafe {
             std::slice::from_raw_parts(
@@ -171,9 +172,15 @@ where
         if xmem::write_to(parent, dst, raw).is_ok() {
             return finish_reply(vec![0, 0, 0, 0, 0, REPLY_WRITTEN], TAG_REPLY);
         }
+        // The kernel will refuse the next chunk too (Yama's ptrace_scope, a seccomp filter):
+        // their results go back in the reply from now on, without trying.
+        CALLER_REFUSES_COPIES.store(true, Ordering::Relaxed);
     }
     encode_reply(&reply, limit)
 }
+
+/// Set in a worker once the kernel refused it a copy into the caller.
+static CALLER_REFUSES_COPIES: AtomicBool = AtomicBool::new(false);
 
 fn run_items<C: Callable<T>, T>(call: C, items: Vec<T>) -> Reply<C::Output> {
     let len = items.len();
