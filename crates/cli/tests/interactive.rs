@@ -257,7 +257,7 @@ fn output_without_a_newline_shows_at_once() {
     assert_eq!(terminal.exit_status(), 0);
 }
 
-/// The port a process listens on (TCP, IPv4), from its sockets' inodes in /proc.
+/// The port a process listens on (TCP, either family), from its sockets' inodes in /proc.
 fn listening_port(pid: u32) -> u16 {
     let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -271,10 +271,11 @@ fn listening_port(pid: u32) -> u16 {
             )
         })
         .collect();
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table
-        .lines()
-        .skip(1)
+    let tables = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .map(|path| std::fs::read_to_string(path).unwrap_or_default());
+    tables
+        .iter()
+        .flat_map(|table| table.lines().skip(1))
         .find_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let listening = fields.get(3) == Some(&"0A");
@@ -394,4 +395,39 @@ fn tilde_and_suspend_stop_qsub_and_fg_continues_the_session() {
     terminal.expect("completed");
     terminal.type_keys("exit\n");
     assert_eq!(terminal.exit_status(), 0);
+}
+
+/// While qsub waits, its port is its own in both families: no other process can listen there
+/// (over IPv6 beside qsub's IPv4, say) and be reached by the job's node in its place.
+#[test]
+fn a_waiting_qsubs_port_is_taken_in_both_families() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let terminal = Terminal::qsub(&cluster, &["-I", "-h"]);
+    let id = terminal.job_id();
+    let port = listening_port(terminal.child.id());
+    for address in ["0.0.0.0", "::", "127.0.0.1"] {
+        assert!(
+            std::net::TcpListener::bind((address, port)).is_err(),
+            "{address}:{port} was free"
+        );
+    }
+    assert!(cluster.run("qdel", &[&id]).status.success());
+}
+
+/// A connection that says nothing holds up no other: the node, connecting after it, proves
+/// itself while the silent one still waits.
+#[test]
+fn a_silent_connection_holds_up_no_node() {
+    let cluster = Cluster::up(&["--cpus", "1", "--mem", "256mb"]);
+    let terminal = Terminal::qsub(&cluster, &["-I", "-h"]);
+    let id = terminal.job_id();
+    let port = listening_port(terminal.child.id());
+    let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(cluster.run("qrls", &[&id]).status.success());
+    terminal.expect(&format!("qsub: job {id} ready"));
+    assert!(
+        !terminal.screen().contains("failed authentication"),
+        "{}",
+        terminal.screen()
+    );
 }

@@ -33,8 +33,7 @@ pub struct SubmitRequest {
 }
 
 /// Where an interactive job's terminal is: the `qsub -I` listening on `host:port`, and the
-/// secret the job's node proves itself with there
-/// ([`hpcbox_pbs::interactive::Hello`]).
+/// secret both ends prove they know there ([`crate::interactive`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InteractiveTarget {
     /// The submit host (`PBS_O_HOST`).

@@ -7,6 +7,10 @@
 //! travels: a process that took `qsub`'s port after `qsub` went away gets no shell, and one that
 //! connects to a waiting `qsub` gets no terminal.
 
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::time::Instant;
+
 use hmac::{Hmac, KeyInit, Mac};
 use nix::sys::termios::SpecialCharacterIndices as Cc;
 use sha2::Sha256;
@@ -83,6 +87,41 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// How long a whole handshake may take, at either end (PBS's mom gives a start 30 seconds).
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One line (at most [`hpcbox_pbs::interactive::MAX_LINE`] bytes, newline included) from
+/// `stream`, read byte by byte (nothing after it is taken from the stream) before `deadline`,
+/// however slowly the other end sends it.
+pub fn read_line_by(stream: &TcpStream, deadline: Instant) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < hpcbox_pbs::interactive::MAX_LINE {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match (&*stream).read(&mut byte) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {
+                line.push(byte[0]);
+                if byte[0] == b'\n' {
+                    stream.set_read_timeout(None)?;
+                    return String::from_utf8(line)
+                        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err));
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "a line too long",
+    ))
+}
+
 /// A fresh nonce for the other end to prove itself over.
 pub fn nonce() -> std::io::Result<String> {
     crate::random::random_hex(16)
@@ -99,6 +138,33 @@ mod tests {
         assert_eq!(
             proof("Jefe", End::Qsub, "7.vm", "abc"),
             "fcb61ab2e47f6f4a106fde1762351b6164f389436e386a1a028b7aadf6ffd0da"
+        );
+    }
+
+    #[test]
+    fn a_line_comes_whole_or_not_at_all_before_its_deadline() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let mut writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader, _) = listener.accept().unwrap();
+        writer.write_all(b"hello there\nmore").unwrap();
+        let soon = Instant::now() + std::time::Duration::from_secs(5);
+        assert_eq!(read_line_by(&reader, soon).unwrap(), "hello there\n");
+        // "more" has no newline: the deadline ends the wait, however the bytes trickle.
+        let short = Instant::now() + std::time::Duration::from_millis(200);
+        let err = read_line_by(&reader, short).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            "{err}"
+        );
+        writer.write_all(&[b'x'; 600]).unwrap();
+        let later = Instant::now() + std::time::Duration::from_secs(5);
+        assert_eq!(
+            read_line_by(&reader, later).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
         );
     }
 

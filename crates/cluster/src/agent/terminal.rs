@@ -1,24 +1,26 @@
 //! An interactive job's terminal (`qsub -I`): a pseudo-terminal on this node whose other end is
 //! the `qsub` waiting on the submit host, reached over TCP as PBS's mom reaches it.
 //!
-//! The agent connects to `qsub`, names the job with its secret, and reads back the terminal's
-//! type, control characters and size ([`hpcbox_pbs::interactive`]); the job's shell then runs on
+//! The agent connects to `qsub`, the two prove to each other that they know the job's secret
+//! ([`crate::interactive`]), and it reads the terminal's type, control characters and size
+//! ([`hpcbox_pbs::interactive`]); the job's shell then runs on
 //! the pseudo-terminal's slave side, and two threads copy bytes between the connection and the
 //! master side until either ends: `qsub` leaving hangs the job up, as a closed terminal would
 //! (the agent signals the job, which it knows still runs), and the job's last process closing
 //! the terminal ends the connection.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hpcbox_pbs::exit::JOB_EXEC_FAIL1;
-use hpcbox_pbs::interactive::{Hello, Proof, TerminalSettings, MAX_LINE};
+use hpcbox_pbs::interactive::{Hello, Proof, TerminalSettings};
 use nix::fcntl::OFlag;
 use nix::sys::termios::{self, SetArg};
 use nix::unistd::Uid;
@@ -45,8 +47,6 @@ pub(crate) struct Terminal {
     /// The slave side (`/dev/pts/N`), which the job opens as its controlling terminal.
     pub path: PathBuf,
     socket: TcpStream,
-    /// What `qsub` sent after its settings (keys typed at once), read along with them.
-    typeahead: Vec<u8>,
     /// `qsub`'s terminal type, the job's `TERM`.
     pub term: String,
 }
@@ -136,7 +136,7 @@ fn open(
         ),
     };
     let mut socket = connect(target).map_err(|err| fail("reach", &err))?;
-    let (settings, typeahead) =
+    let settings =
         greet(&mut socket, job_id, &target.secret).map_err(|err| fail("talk to", &err))?;
     let (master, path) =
         pseudo_terminal(&settings, owner).map_err(|err| fail("make a terminal for", &err))?;
@@ -144,7 +144,6 @@ fn open(
         master,
         path,
         socket,
-        typeahead,
         term: settings.term,
     })
 }
@@ -167,22 +166,16 @@ fn connect(target: &InteractiveTarget) -> io::Result<TcpStream> {
 }
 
 /// Names the job to `qsub`, checks `qsub`'s proof that it knows the job's secret, gives its
-/// own, and reads the terminal's settings, and whatever came after them.
-fn greet(
-    socket: &mut TcpStream,
-    job_id: &str,
-    secret: &str,
-) -> io::Result<(TerminalSettings, Vec<u8>)> {
-    socket.set_read_timeout(Some(REACH_TIMEOUT))?;
-    socket.set_write_timeout(Some(REACH_TIMEOUT))?;
+/// own, and reads the terminal's settings, all within [`interactive::HANDSHAKE_TIMEOUT`].
+fn greet(socket: &mut TcpStream, job_id: &str, secret: &str) -> io::Result<TerminalSettings> {
+    let deadline = Instant::now() + interactive::HANDSHAKE_TIMEOUT;
+    socket.set_write_timeout(Some(interactive::HANDSHAKE_TIMEOUT))?;
     let hello = Hello {
         job_id: job_id.to_string(),
         nonce: interactive::nonce()?,
     };
     socket.write_all(hello.to_string().as_bytes())?;
-    let mut reader = BufReader::new(socket.try_clone()?.take(4 * MAX_LINE as u64));
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
+    let line = interactive::read_line_by(socket, deadline)?;
     let proven = Proof::parse(&line).filter(|proof| {
         interactive::proves(
             secret,
@@ -205,20 +198,11 @@ fn greet(
     socket.write_all(ours.to_string().as_bytes())?;
     let mut text = String::new();
     for _ in 0..3 {
-        if reader.read_line(&mut text)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "it closed the connection",
-            ));
-        }
+        text.push_str(&interactive::read_line_by(socket, deadline)?);
     }
-    // Keys typed as soon as qsub said "ready" may have come with the settings.
-    let typeahead = reader.buffer().to_vec();
-    socket.set_read_timeout(None)?;
     socket.set_write_timeout(None)?;
-    let settings = TerminalSettings::parse(&text)
-        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
-    Ok((settings, typeahead))
+    // Keys typed as soon as qsub said "ready" are still in the socket, for the relay.
+    TerminalSettings::parse(&text).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
 }
 
 /// A pseudo-terminal with `settings`' control characters and size, its slave side owned by
@@ -255,21 +239,19 @@ impl Terminal {
     /// Starts copying between `qsub` and the terminal of job `job_id`, which its processes
     /// now have open; `events` hears when `qsub` goes away first.
     pub fn relay(self, job_id: &str, events: UnboundedSender<TerminalEvent>) -> io::Result<Relay> {
-        let Terminal {
-            master,
-            socket,
-            typeahead,
-            ..
-        } = self;
+        let Terminal { master, socket, .. } = self;
         let (mut to_master, mut from_socket) = (master.try_clone()?, socket.try_clone()?);
         let (mut from_master, mut to_socket) = (master, socket.try_clone()?);
+        // Set before the terminal's end closes the connection, which ends the other copy too.
+        let closed = Arc::new(AtomicBool::new(false));
+        let closed_seen = Arc::clone(&closed);
         let job_id = job_id.to_string();
         std::thread::Builder::new()
             .name("terminal-in".into())
             .spawn(move || {
-                let typed = to_master.write_all(&typeahead);
-                // The connection ended first (not the terminal): qsub went away.
-                if typed.is_ok() && pump(&mut from_socket, &mut to_master) == Ended::Source {
+                let ended = pump(&mut from_socket, &mut to_master);
+                // The connection ended before the terminal did: qsub went away.
+                if ended == Ended::Source && !closed_seen.load(Ordering::Acquire) {
                     let _ = events.send(TerminalEvent::QsubLeft(job_id));
                 }
             })?;
@@ -277,7 +259,9 @@ impl Terminal {
             .name("terminal-out".into())
             .spawn(move || {
                 // The terminal's end (EIO) comes once every process of the job has closed it.
-                pump(&mut from_master, &mut to_socket);
+                if pump(&mut from_master, &mut to_socket) == Ended::Source {
+                    closed.store(true, Ordering::Release);
+                }
                 let _ = to_socket.shutdown(Shutdown::Both);
             })?;
         Ok(Relay {

@@ -169,18 +169,27 @@ where
         } else {
             parent
         };
-        if xmem::write_to(parent, dst, raw).is_ok() {
-            return finish_reply(vec![0, 0, 0, 0, 0, REPLY_WRITTEN], TAG_REPLY);
+        match xmem::write_to(parent, dst, raw) {
+            Ok(()) => return finish_reply(vec![0, 0, 0, 0, 0, REPLY_WRITTEN], TAG_REPLY),
+            // The kernel will refuse the next chunk too (Yama's ptrace_scope, a seccomp
+            // filter): their results go back in the reply from now on, without trying.
+            Err(err) if refusal(&err) => CALLER_REFUSES_COPIES.store(true, Ordering::Relaxed),
+            Err(_) => {}
         }
-        // The kernel will refuse the next chunk too (Yama's ptrace_scope, a seccomp filter):
-        // their results go back in the reply from now on, without trying.
-        CALLER_REFUSES_COPIES.store(true, Ordering::Relaxed);
     }
     encode_reply(&reply, limit)
 }
 
 /// Set in a worker once the kernel refused it a copy into the caller.
 static CALLER_REFUSES_COPIES: AtomicBool = AtomicBool::new(false);
+
+/// Whether `err` is the kernel refusing cross-memory copies for good (not a passing failure).
+fn refusal(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EPERM | libc::EACCES | libc::ENOSYS | libc::ESRCH)
+    )
+}
 
 fn run_items<C: Callable<T>, T>(call: C, items: Vec<T>) -> Reply<C::Output> {
     let len = items.len();

@@ -4,7 +4,7 @@
 
 mod session;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hpcbox_cluster::api::{Action, InteractiveTarget, JobAction, StatusItem, StatusRequest};
 use hpcbox_cluster::interactive::{self, End};
-use hpcbox_pbs::interactive::{Hello, Proof, MAX_LINE};
+use hpcbox_pbs::interactive::{Hello, Proof};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
@@ -21,10 +21,6 @@ use crate::submission::Prepared;
 
 /// How often `qsub` asks the server whether the job it waits for still exists.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
-
-/// How long a connecting node may take to name its job (the wait, ^C included, is held up
-/// meanwhile).
-const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long `qsub` waits for an answer to "terminate the job?" (PBS's 60 seconds).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,14 +50,13 @@ pub fn run(prepared: &Prepared, argv: &[String]) -> i32 {
             "qsub: X11 forwarding (-X) is not supported by hpcbox: the session has no display"
         );
     }
-    let (listener, secret) = match listen() {
+    let (listeners, port, secret) = match listen() {
         Ok(found) => found,
         Err(err) => {
             eprintln!("qsub: unable to listen for the interactive job: {err}");
             return 1;
         }
     };
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     let mut request = prepared.request(argv);
     request.interactive = Some(InteractiveTarget {
         host: prepared.submitter.host.clone(),
@@ -74,7 +69,7 @@ pub fn run(prepared: &Prepared, argv: &[String]) -> i32 {
     };
     let before = catch_waiting_signals();
     println!("qsub: waiting for job {job_id} to start");
-    let node = wait_for_node(&listener, &job_id, &secret);
+    let node = wait_for_node(&listeners, &job_id, &secret);
     restore_signals(&before);
     match node {
         Ok(node) => session::serve(node, &job_id),
@@ -82,11 +77,24 @@ pub fn run(prepared: &Prepared, argv: &[String]) -> i32 {
     }
 }
 
-/// A listening socket on every address of this host (as PBS's), and a fresh secret.
-fn listen() -> std::io::Result<(TcpListener, String)> {
-    let listener = TcpListener::bind(("0.0.0.0", 0))?;
+/// Listening sockets on one port of every address of this host, IPv4 and IPv6 alike (so that
+/// no other process can listen on that port for the family left out, and be reached by the
+/// job's node instead), the port, and a fresh secret.
+fn listen() -> std::io::Result<(Vec<TcpListener>, u16, String)> {
     let secret = hpcbox_cluster::random::random_hex(16)?;
-    Ok((listener, secret))
+    let Ok(six) = TcpListener::bind(("::", 0)) else {
+        // No IPv6 here: nobody can listen there either.
+        let four = TcpListener::bind(("0.0.0.0", 0))?;
+        let port = four.local_addr()?.port();
+        return Ok((vec![four], port, secret));
+    };
+    let port = six.local_addr()?.port();
+    // Where IPv6 sockets take IPv4 too (Linux's default), this fails: the port is ours in both.
+    match TcpListener::bind(("0.0.0.0", port)) {
+        Ok(four) => Ok((vec![six, four], port, secret)),
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => Ok((vec![six], port, secret)),
+        Err(err) => Err(err),
+    }
 }
 
 /// The signals caught while the job waits.
@@ -126,9 +134,15 @@ fn restore_signals(before: &[(Signal, SigAction)]) {
 
 /// Waits until the node of `job_id` connects and proves it runs the job: the connection, or
 /// `qsub`'s exit status when the job went away or the user gave it up.
-fn wait_for_node(listener: &TcpListener, job_id: &str, secret: &str) -> Result<TcpStream, i32> {
+fn wait_for_node(listeners: &[TcpListener], job_id: &str, secret: &str) -> Result<TcpStream, i32> {
     let mut last_check = Instant::now();
+    // Each connection proves itself in a thread of its own, so that none holds up another
+    // (the node's included); the first that proves itself is the node.
+    let (proven_tx, proven) = std::sync::mpsc::channel::<TcpStream>();
     loop {
+        if let Ok(node) = proven.try_recv() {
+            return Ok(node);
+        }
         if INTERRUPTED.swap(false, Ordering::SeqCst) {
             if wants_to_terminate() {
                 return Err(bail_out(job_id));
@@ -146,18 +160,37 @@ fn wait_for_node(listener: &TcpListener, job_id: &str, secret: &str) -> Result<T
                 return Err(1);
             }
         }
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut fds, PollTimeout::from(500u16)), Ok(n) if n > 0) {
+        let mut fds: Vec<PollFd<'_>> = listeners
+            .iter()
+            .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+            .collect();
+        if !matches!(poll(&mut fds, PollTimeout::from(100u16)), Ok(n) if n > 0) {
             continue;
         }
-        let Ok((mut stream, _)) = listener.accept() else {
-            continue;
-        };
-        // PBS's words for a node that fails; qsub goes on waiting for the right one.
-        match authenticate(&mut stream, job_id, secret) {
-            Ok(()) => return Ok(stream),
-            Err(Refused::OtherJob) => eprintln!("qsub: invalid job name from execution server"),
-            Err(Refused::NoProof) => eprintln!("qsub: failed authentication with execution host"),
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        for (listener, _) in listeners.iter().zip(ready).filter(|(_, ready)| *ready) {
+            let Ok((mut stream, _)) = listener.accept() else {
+                continue;
+            };
+            let (job_id, secret, proven_tx) =
+                (job_id.to_string(), secret.to_string(), proven_tx.clone());
+            std::thread::spawn(move || {
+                // PBS's words for a node that fails; qsub goes on waiting for the right one.
+                match authenticate(&mut stream, &job_id, &secret) {
+                    Ok(()) => {
+                        let _ = proven_tx.send(stream);
+                    }
+                    Err(Refused::OtherJob) => {
+                        eprintln!("qsub: invalid job name from execution server")
+                    }
+                    Err(Refused::NoProof) => {
+                        eprintln!("qsub: failed authentication with execution host")
+                    }
+                }
+            });
         }
     }
 }
@@ -173,10 +206,9 @@ enum Refused {
 /// The node's hello, `qsub`'s proof over its nonce, and the node's over `qsub`'s
 /// ([`hpcbox_pbs::interactive`]): each end shows it knows the job's secret without sending it.
 fn authenticate(stream: &mut TcpStream, job_id: &str, secret: &str) -> Result<(), Refused> {
-    stream
-        .set_read_timeout(Some(HELLO_TIMEOUT))
-        .map_err(|_| Refused::NoProof)?;
-    let hello = read_line(stream).and_then(|line| Hello::parse(&line));
+    let deadline = Instant::now() + interactive::HANDSHAKE_TIMEOUT;
+    let line = interactive::read_line_by(stream, deadline).ok();
+    let hello = line.as_deref().and_then(Hello::parse);
     let hello = hello.ok_or(Refused::NoProof)?;
     if hello.job_id != job_id {
         return Err(Refused::OtherJob);
@@ -187,25 +219,18 @@ fn authenticate(stream: &mut TcpStream, job_id: &str, secret: &str) -> Result<()
         nonce: Some(ours.clone()),
     };
     stream
-        .write_all(proof.to_string().as_bytes())
+        .set_write_timeout(Some(interactive::HANDSHAKE_TIMEOUT))
+        .and_then(|()| stream.write_all(proof.to_string().as_bytes()))
         .map_err(|_| Refused::NoProof)?;
-    let theirs = read_line(stream).and_then(|line| Proof::parse(&line));
+    let line = interactive::read_line_by(stream, deadline).ok();
+    let theirs = line.as_deref().and_then(Proof::parse);
     if !theirs.is_some_and(|p| interactive::proves(secret, End::Node, job_id, &ours, &p.mac)) {
         return Err(Refused::NoProof);
     }
     stream
-        .set_read_timeout(None)
+        .set_write_timeout(None)
         .map_err(|_| Refused::NoProof)?;
     Ok(())
-}
-
-/// One line from `stream` (the other end sends nothing more until it is answered).
-fn read_line(stream: &TcpStream) -> Option<String> {
-    let mut line = String::new();
-    BufReader::new(stream.try_clone().ok()?.take(MAX_LINE as u64))
-        .read_line(&mut line)
-        .ok()?;
-    Some(line)
 }
 
 /// Whether the job is still there to wait for (a server that cannot be reached now may be

@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::Mutex;
 
 use hpcbox_cluster::interactive::TERMINAL_CONTROL;
 use hpcbox_pbs::interactive::TerminalSettings;
@@ -95,6 +96,14 @@ fn this_terminal(modes: Option<&Termios>) -> TerminalSettings {
     settings
 }
 
+/// Whether the session is over; held while the terminal's modes change, so that a `qsub`
+/// continued after its session ended never leaves the terminal raw.
+static SESSION_OVER: Mutex<bool> = Mutex::new(false);
+
+fn session_over() -> std::sync::MutexGuard<'static, bool> {
+    SESSION_OVER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// This terminal in raw mode (PBS's `settermraw`) until dropped, when its modes come back.
 struct RawMode(Termios);
 
@@ -128,6 +137,8 @@ fn make_raw(saved: &Termios) {
 
 impl Drop for RawMode {
     fn drop(&mut self) {
+        let mut over = session_over();
+        *over = true;
         let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.0);
     }
 }
@@ -173,16 +184,25 @@ fn keyboard(mut node: TcpStream, cooked: Option<Termios>) {
 /// Stops `qsub` (its process group, as PBS's `stopme`) with the terminal in its own modes,
 /// and makes it raw again once continued.
 fn stop_here(cooked: Option<&Termios>) {
+    let raw_again = |modes: &Termios| {
+        if !*session_over() {
+            make_raw(modes);
+        }
+    };
     if let Some(modes) = cooked {
+        let over = session_over();
+        if *over {
+            return;
+        }
         let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, modes);
     }
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(0), nix::sys::signal::SIGTSTP);
     if let Some(modes) = cooked {
-        make_raw(modes);
+        raw_again(modes);
         // A job-control shell that continues us (bash's `fg`) may put back the modes we
         // stopped with just after: raw again once it has.
         std::thread::sleep(RESUME_SETTLE);
-        make_raw(modes);
+        raw_again(modes);
     }
 }
 
