@@ -239,10 +239,30 @@ export OMPI_MCA_rtc=^hwloc
 mpiexec.openmpi -np 2 sh -c 'echo "rank $OMPI_COMM_WORLD_RANK under $(cat /proc/$PPID/comm)"'
 echo "mpiexec status $?"
 "#;
-    let id = cluster.qsub("ompi.pbs", script, &[]);
-    cluster.wait_state(&id, "F");
-    let output = cluster.read(&format!("ompi.pbs.o{}", seq(&id)));
-    let errors = cluster.read(&format!("ompi.pbs.e{}", seq(&id)));
+    // Both daemons also share Open MPI's session directory, named after the one host name:
+    // under load they now and then trip over each other there (a failed mkdir, a daemon that
+    // never calls back). Real hosts do not share it; a second run settles such a case.
+    let run = |name: &str| {
+        let id = cluster.qsub(name, script, &[]);
+        cluster.wait_state(&id, "F");
+        let output = cluster.read(&format!("{name}.o{}", seq(&id)));
+        let errors = cluster.read(&format!("{name}.e{}", seq(&id)));
+        (output, errors)
+    };
+    let (mut output, mut errors) = run("ompi.pbs");
+    let shared_host = [
+        "unable to complete a TCP connection",
+        "A call to mkdir was unable",
+    ];
+    if shared_host
+        .iter()
+        .any(|s| output.contains(s) || errors.contains(s))
+    {
+        eprintln!(
+            "Open MPI's daemons collided on their one host; running again:\n{output}{errors}"
+        );
+        (output, errors) = run("ompi2.pbs");
+    }
     assert!(output.contains("mpiexec status 0"), "{output}{errors}");
     for rank in 0..2 {
         assert!(
