@@ -57,6 +57,25 @@ CREATE TABLE IF NOT EXISTS objects (
 );
 ";
 
+/// The store's number under `key`, if it has one.
+fn read_meta(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+            row.get(0)
+        })
+        .optional()?)
+}
+
+/// Sets the store's number under `key`.
+fn write_meta(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
 /// The kinds of named objects the store keeps beside jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
@@ -121,12 +140,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let last: Option<i64> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |row| {
-                row.get(0)
-            })
-            .optional()?;
-        let seq = last.map_or(0, |last| last + 1);
+        let seq = read_meta(&tx, "last_seq")?.map_or(0, |last| last + 1);
         let record = match make(seq as u64) {
             Ok(record) => record,
             Err(refusal) => return Ok(Err(refusal)),
@@ -136,11 +150,7 @@ impl Store {
             "INSERT INTO jobs (seq, record) VALUES (?1, ?2)",
             params![seq, text],
         )?;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('last_seq', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![seq],
-        )?;
+        write_meta(&tx, "last_seq", seq)?;
         tx.commit()?;
         Ok(Ok((seq as u64, record)))
     }
@@ -152,17 +162,8 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let last: Option<i64> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'starts'", [], |row| {
-                row.get(0)
-            })
-            .optional()?;
-        let starts = last.unwrap_or(0) + 1;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('starts', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![starts],
-        )?;
+        let starts = read_meta(&tx, "starts")?.unwrap_or(0) + 1;
+        write_meta(&tx, "starts", starts)?;
         tx.commit()?;
         Ok(starts as u64)
     }
