@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::codec::{
-    decode_items, encode_reply, finish_reply, raw_size, read_u64, ChunkFailure, Reply,
-    CODEC_LANE_XMEM, CODEC_RAW, CODEC_XMEM, LANE_XMEM_HEAD, REPLY_DECLINED, REPLY_VALUES,
-    REPLY_WRITTEN,
+    bare_reply, decode_items, decode_raw, encode_reply, finish_reply, raw_bytes, raw_size,
+    read_u64, ChunkFailure, Reply, CODEC_LANE_XMEM, CODEC_RAW, CODEC_XMEM, LANE_XMEM_HEAD,
+    REPLY_DECLINED, REPLY_VALUES, REPLY_WRITTEN,
 };
 use super::engine::IN_WORKER;
 use super::lanes::{
@@ -59,15 +59,12 @@ where
         Err(e) => Reply::Failed(ChunkFailure::DecodeArgs(e)),
         Ok(items) => run_items(call, items),
     };
-    if let (Some(lane), Reply::AllOk(values), Some(_)) = (lane, &reply, raw_size::<C::Output>()) {
-        let bytes = std::mem::size_of_val(values.as_slice());
-        if 2 + bytes <= lane.len() && 2 + bytes <= limit {
+    if let (Some(lane), Reply::AllOk(values)) = (lane, &reply) {
+        if let Some(raw) = raw_bytes(values).filter(|raw| 2 + raw.len() <= lane.len().min(limit)) {
             lane[0] = REPLY_VALUES;
             lane[1] = CODEC_RAW;
-            // SAFETY: the values are primitive numbers (raw_size): plain initialized bytes.
-            let raw = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), bytes) };
-            lane[2..2 + bytes].copy_from_slice(raw);
-            return ChildReply::InLane(2 + bytes);
+            lane[2..2 + raw.len()].copy_from_slice(raw);
+            return ChildReply::InLane(2 + raw.len());
         }
     }
     ChildReply::Frame(encode_reply(&reply, limit))
@@ -81,17 +78,16 @@ where
     T: 'static,
     C::Output: Serialize + 'static,
 {
-    let small = |kind: u8| finish_reply(vec![0, 0, 0, 0, 0, kind], TAG_REPLY);
     let (Some(span), Some(size)) = (Span::decode(span), raw_size::<T>()) else {
-        return small(REPLY_DECLINED);
+        return bare_reply(REPLY_DECLINED);
     };
     let bytes = span.src_bytes as usize;
     #[cfg(test)]
     if tests::REFUSE_CROSS_MEMORY.load(Ordering::Relaxed) {
-        return small(REPLY_DECLINED);
+        return bare_reply(REPLY_DECLINED);
     }
     if !bytes.is_multiple_of(size) || raw_size::<C::Output>().is_none() {
-        return small(REPLY_DECLINED);
+        return bare_reply(REPLY_DECLINED);
     }
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
@@ -101,24 +97,31 @@ where
     // are a valid primitive number (raw_size).
     let spare = unsafe { std::slice::from_raw_parts_mut(items.as_mut_ptr().cast::<u8>(), bytes) };
     if xmem::read_from(parent, span.src, spare).is_err() {
-        return small(REPLY_DECLINED);
+        return bare_reply(REPLY_DECLINED);
     }
     // SAFETY: all n items were just written.
     unsafe { items.set_len(n) };
     let reply = run_items(call, items);
-    if let Reply::AllOk(values) = &reply {
-        // SAFETY: the values are primitive numbers (raw_size): plain initialized bytes.
-        let raw = unsafe {
-            std::slice::from_raw_parts(
-                values.as_ptr().cast::<u8>(),
-                std::mem::size_of_val(values.as_slice()),
-            )
-        };
-        if xmem::write_to(parent, span.dst, raw).is_ok() {
-            return small(REPLY_WRITTEN);
-        }
+    if let Ok(true) = write_to_caller(&reply, parent, span.dst) {
+        return bare_reply(REPLY_WRITTEN);
     }
     encode_reply(&reply, limit)
+}
+
+/// Copies the values of an all-successful `reply` of numbers to `dst` in the caller's memory
+/// (`parent`); `Ok(false)` when there is nothing such to copy.
+fn write_to_caller<R: 'static>(
+    reply: &Reply<R>,
+    parent: libc::pid_t,
+    dst: u64,
+) -> std::io::Result<bool> {
+    let Some(raw) = (match reply {
+        Reply::AllOk(values) => raw_bytes(values),
+        _ => None,
+    }) else {
+        return Ok(false);
+    };
+    xmem::write_to(parent, dst, raw).map(|()| true)
 }
 
 /// Runs a chunk of numbers left in a lane ([`CODEC_LANE_XMEM`]) and copies its results to the
@@ -129,38 +132,20 @@ where
     T: 'static,
     C::Output: Serialize + 'static,
 {
-    let bytes = &payload[LANE_XMEM_HEAD.min(payload.len())..];
-    let (Some(size), true) = (raw_size::<T>(), payload.len() >= LANE_XMEM_HEAD) else {
-        return encode_reply(
-            &Reply::<C::Output>::Failed(ChunkFailure::DecodeArgs("a malformed lane".into())),
-            limit,
-        );
+    let decoded = payload
+        .get(LANE_XMEM_HEAD..)
+        .ok_or_else(|| "a malformed lane".to_string())
+        .and_then(decode_raw::<T>);
+    let items = match decoded {
+        Ok(items) => items,
+        Err(err) => {
+            let failed = Reply::<C::Output>::Failed(ChunkFailure::DecodeArgs(err));
+            return encode_reply(&failed, limit);
+        }
     };
-    if !bytes.len().is_multiple_of(size) {
-        return encode_reply(
-            &Reply::<C::Output>::Failed(ChunkFailure::DecodeArgs("a malformed lane".into())),
-            limit,
-        );
-    }
     let dst = read_u64(&payload[8..16]);
-    let n = bytes.len() / size;
-    let mut items = Vec::<T>::with_capacity(n);
-    // SAFETY: `bytes` holds n primitive numbers of type T (raw_size), copied into spare
-    // capacity of n items before `set_len`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), items.as_mut_ptr().cast::<u8>(), bytes.len());
-        items.set_len(n);
-    }
     let reply = run_items(call, items);
-    let refused = CALLER_REFUSES_COPIES.load(Ordering::Relaxed);
-    if let (Reply::AllOk(values), Some(_), false) = (&reply, raw_size::<C::Output>(), refused) {
-        // SAFETY: the values are primitive numbers (raw_size): plain initialized bytes.
-        let raw = unsafe {
-            std::slice::from_raw_parts(
-                values.as_ptr().cast::<u8>(),
-                std::mem::size_of_val(values.as_slice()),
-            )
-        };
+    if !CALLER_REFUSES_COPIES.load(Ordering::Relaxed) {
         // SAFETY: getppid has no preconditions.
         let parent = unsafe { libc::getppid() };
         #[cfg(test)]
@@ -169,12 +154,12 @@ where
         } else {
             parent
         };
-        match xmem::write_to(parent, dst, raw) {
-            Ok(()) => return finish_reply(vec![0, 0, 0, 0, 0, REPLY_WRITTEN], TAG_REPLY),
+        match write_to_caller(&reply, parent, dst) {
+            Ok(true) => return bare_reply(REPLY_WRITTEN),
             // The kernel will refuse the next chunk too (Yama's ptrace_scope, a seccomp
             // filter): their results go back in the reply from now on, without trying.
             Err(err) if refusal(&err) => CALLER_REFUSES_COPIES.store(true, Ordering::Relaxed),
-            Err(_) => {}
+            _ => {}
         }
     }
     encode_reply(&reply, limit)

@@ -80,16 +80,22 @@ pub(super) const CODEC_LANE_XMEM: u8 = 3;
 /// Bytes before the items of a [`CODEC_LANE_XMEM`] payload (16: the items stay aligned).
 pub(super) const LANE_XMEM_HEAD: usize = 16;
 
+/// The bytes of `values` when `R` is a primitive number type ([`raw_size`]), else `None`.
+pub(super) fn raw_bytes<R: 'static>(values: &[R]) -> Option<&[u8]> {
+    raw_size::<R>()?;
+    // SAFETY: R is a primitive number (raw_size): its memory is plain initialized bytes,
+    // borrowed for as long as `values`.
+    Some(unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+    })
+}
+
 /// Appends a codec byte and the encoded items to `out`.
 fn encode_items<T: Serialize + 'static>(items: &[T], mut out: Vec<u8>) -> Result<Vec<u8>, String> {
-    match raw_size::<T>() {
-        Some(size) => {
-            out.reserve(1 + std::mem::size_of_val(items));
+    match raw_bytes(items) {
+        Some(bytes) => {
+            out.reserve(1 + bytes.len());
             out.push(CODEC_RAW);
-            // SAFETY: T is a primitive number (raw_size): its memory is plain initialized bytes.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), items.len() * size)
-            };
             out.extend_from_slice(bytes);
             Ok(out)
         }
@@ -103,24 +109,32 @@ fn encode_items<T: Serialize + 'static>(items: &[T], mut out: Vec<u8>) -> Result
 /// Reads what [`encode_items`] wrote.
 pub(super) fn decode_items<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<Vec<T>, String> {
     match bytes.split_first() {
-        Some((&CODEC_RAW, raw)) => {
-            let size = raw_size::<T>().ok_or("raw bytes for a type sent by postcard")?;
-            if raw.len() % size != 0 {
-                return Err(format!("{} raw bytes for items of {size} bytes", raw.len()));
-            }
-            let n = raw.len() / size;
-            let mut v = Vec::<T>::with_capacity(n);
-            // SAFETY: v has room for n items; any bytes are a valid primitive number; the
-            // source is a byte slice, so its alignment does not matter.
-            unsafe {
-                std::ptr::copy_nonoverlapping(raw.as_ptr(), v.as_mut_ptr().cast::<u8>(), raw.len());
-                v.set_len(n);
-            }
-            Ok(v)
-        }
+        Some((&CODEC_RAW, raw)) => decode_raw(raw),
         Some((&CODEC_POSTCARD, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
         _ => Err("empty message or unknown codec".into()),
     }
+}
+
+/// Items of a primitive number type ([`raw_size`]) from their bytes (aligned or not).
+pub(super) fn decode_raw<T: 'static>(raw: &[u8]) -> Result<Vec<T>, String> {
+    let size = raw_size::<T>().ok_or("raw bytes for a type sent by postcard")?;
+    if !raw.len().is_multiple_of(size) {
+        return Err(format!("{} raw bytes for items of {size} bytes", raw.len()));
+    }
+    let n = raw.len() / size;
+    let mut v = Vec::<T>::with_capacity(n);
+    // SAFETY: v has room for n items; any bytes are a valid primitive number; the source is a
+    // byte slice, so its alignment does not matter.
+    unsafe {
+        std::ptr::copy_nonoverlapping(raw.as_ptr(), v.as_mut_ptr().cast::<u8>(), raw.len());
+        v.set_len(n);
+    }
+    Ok(v)
+}
+
+/// A reply frame that is only its kind ([`REPLY_WRITTEN`], [`REPLY_DECLINED`]).
+pub(super) fn bare_reply(kind: u8) -> Vec<u8> {
+    finish_reply(vec![0, 0, 0, 0, 0, kind], TAG_REPLY)
 }
 
 pub(super) fn encode_task<T: Serialize + 'static>(

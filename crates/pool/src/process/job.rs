@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::codec::{decode_reply, raw_values, CODEC_RAW, CODEC_XMEM, REPLY_WRITTEN};
+use super::codec::{decode_reply, raw_bytes, raw_values, CODEC_RAW, CODEC_XMEM, REPLY_WRITTEN};
 use super::lanes::LaneView;
 use super::TASK_HEADER;
 use crate::buf::{OutBuf, Slice};
@@ -104,13 +104,9 @@ pub(super) trait RawItems: Send {
 }
 
 impl<T: Send + 'static> RawItems for Slice<T> {
+    /// Only made for primitive number types ([`raw_size`](super::codec::raw_size)).
     fn bytes(&self) -> &[u8] {
-        let items = self.as_slice();
-        // SAFETY: only made for primitive number types (`raw_size`), whose bytes are all
-        // initialized, and borrowed as long as the items.
-        unsafe {
-            std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), std::mem::size_of_val(items))
-        }
+        raw_bytes(self.as_slice()).unwrap_or_default()
     }
 }
 
