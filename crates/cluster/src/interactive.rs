@@ -7,7 +7,7 @@
 //! travels: a process that took `qsub`'s port after `qsub` went away gets no shell, and one that
 //! connects to a waiting `qsub` gets no terminal.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
@@ -120,6 +120,32 @@ pub fn read_line_by(stream: &TcpStream, deadline: Instant) -> io::Result<String>
         io::ErrorKind::InvalidData,
         "a line too long",
     ))
+}
+
+/// Which side of a [`pump`] ended it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Reading failed or came to its end.
+    Source,
+    /// Writing failed.
+    Sink,
+}
+
+/// Copies `from` to `to` as it comes (each piece flushed: a prompt ends no line) until one of
+/// them ends: an interactive session's bytes, either way.
+pub fn pump(from: &mut impl Read, to: &mut impl Write) -> Ended {
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ended::Source,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Ended::Source,
+        };
+        if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
+            return Ended::Sink;
+        }
+    }
 }
 
 /// A fresh nonce for the other end to prove itself over.

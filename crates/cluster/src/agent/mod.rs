@@ -589,10 +589,8 @@ impl Agent {
             terminal::reach(start.clone(), prepared, self.terminal_events.clone());
             Ok(None)
         });
-        match launched {
-            Ok(None) => {}
-            Ok(Some(job)) => self.report_start(&start.job_id, Ok(job)),
-            Err(failure) => self.report_start(&start.job_id, Err(failure)),
+        if let Some(launched) = launched.transpose() {
+            self.report_start(&start.job_id, launched);
         }
     }
 

@@ -10,7 +10,7 @@
 //! the terminal ends the connection.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -29,11 +29,11 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::setup::{Prepared, StartError};
 use crate::api::InteractiveTarget;
-use crate::interactive::{self, TERMINAL_CONTROL};
+use crate::interactive::{self, pump, Ended, TERMINAL_CONTROL};
 use crate::protocol::JobStart;
 
-/// How long the agent tries to reach `qsub`, and then waits for its answer (PBS's mom gives
-/// the whole start 30 seconds).
+/// How long the agent tries each address of `qsub`'s host (the handshake after has its own
+/// deadline, [`interactive::HANDSHAKE_TIMEOUT`]).
 const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a finished job's last output may take to reach `qsub` before the connection is
@@ -80,32 +80,30 @@ pub(crate) struct Reached {
 /// it to `done` (in this thread, should no thread start).
 pub(crate) fn reach(start: JobStart, prepared: Prepared, done: UnboundedSender<TerminalEvent>) {
     let job = Arc::new(Mutex::new(Some((start, prepared))));
-    let attempt = {
-        let (job, done) = (Arc::clone(&job), done.clone());
-        move || {
-            let taken = job.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some((start, prepared)) = taken {
-                let _ = done.send(TerminalEvent::Reached(Box::new(attempt_to_reach(
-                    start, prepared,
-                ))));
-            }
-        }
-    };
     let spawned = std::thread::Builder::new()
         .name("terminal-reach".into())
-        .spawn(attempt);
+        .spawn({
+            let (job, done) = (Arc::clone(&job), done.clone());
+            move || attempt_to_reach(&job, &done)
+        });
     if let Err(err) = spawned {
         tracing::warn!(%err, "no thread to reach an interactive qsub: reaching it here");
-        let taken = job.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((start, prepared)) = taken {
-            let _ = done.send(TerminalEvent::Reached(Box::new(attempt_to_reach(
-                start, prepared,
-            ))));
-        }
+        attempt_to_reach(&job, &done);
     }
 }
 
-fn attempt_to_reach(start: JobStart, prepared: Prepared) -> Reached {
+/// Reaches the `qsub` of the job in `job`, unless another attempt took it, and tells `done`.
+fn attempt_to_reach(
+    job: &Mutex<Option<(JobStart, Prepared)>>,
+    done: &UnboundedSender<TerminalEvent>,
+) {
+    let taken = job.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((start, prepared)) = taken {
+        let _ = done.send(TerminalEvent::Reached(Box::new(reached(start, prepared))));
+    }
+}
+
+fn reached(start: JobStart, prepared: Prepared) -> Reached {
     let owner = prepared.launch.credentials.as_ref().map(|c| c.uid);
     let terminal = match &start.interactive {
         Some(target) => open(target, &start.job_id, owner),
@@ -268,31 +266,6 @@ impl Terminal {
             socket,
             from_terminal,
         })
-    }
-}
-
-/// Which side of a [`pump`] ended it.
-#[derive(Debug, PartialEq, Eq)]
-enum Ended {
-    /// Reading failed or came to its end.
-    Source,
-    /// Writing failed.
-    Sink,
-}
-
-/// Copies `from` to `to` until one of them ends.
-fn pump(from: &mut impl Read, to: &mut impl Write) -> Ended {
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ended::Source,
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Ended::Source,
-        };
-        if to.write_all(&buf[..n]).is_err() {
-            return Ended::Sink;
-        }
     }
 }
 

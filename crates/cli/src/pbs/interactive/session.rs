@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 
-use hpcbox_cluster::interactive::TERMINAL_CONTROL;
+use hpcbox_cluster::interactive::{self, TERMINAL_CONTROL};
 use hpcbox_pbs::interactive::TerminalSettings;
 use nix::sys::termios::SpecialCharacterIndices as Cc;
 use nix::sys::termios::{self, InputFlags, LocalFlags, OutputFlags, SetArg, Termios};
@@ -32,30 +32,11 @@ pub fn serve(mut node: TcpStream, job_id: &str) -> i32 {
         let cooked = saved.clone();
         std::thread::spawn(move || keyboard(keyboard_side, cooked));
     }
-    show(&mut node);
+    interactive::pump(&mut node, &mut std::io::stdout().lock());
     drop(raw);
     print!("\nqsub: job {job_id} completed\n");
     let _ = std::io::stdout().flush();
     0
-}
-
-/// Copies the job's output to this terminal as it comes: flushed at once, since a prompt or
-/// an echoed key ends no line.
-fn show(node: &mut TcpStream) {
-    let mut out = std::io::stdout().lock();
-    let mut buf = [0u8; 4096];
-    loop {
-        match node.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
-                    return;
-                }
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
 }
 
 /// What the node needs to know of this terminal: `$TERM`, the control characters and the
