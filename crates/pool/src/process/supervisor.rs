@@ -313,7 +313,9 @@ impl Supervisor {
             if job.lane.is_none() && self.cross_memory {
                 job.xmem_wire = job.cross_memory_frame();
             }
-            if let (Some(lanes), None, None) = (&self.lanes, &job.lane, &job.xmem_wire) {
+            // A larger pool's chunk the workers cannot copy themselves still takes a lane.
+            if let (Some(lanes), None, None, false) = (&self.lanes, &job.lane, &job.xmem_wire, feed)
+            {
                 job.lane = w.put_in_lane(lanes, &job, false);
             }
             if job.lane.is_none() && job.xmem_wire.is_none() {
