@@ -21,7 +21,7 @@ impl Matcher {
         self.accepts(m.ctx, m.src, m.tag)
     }
 
-    fn accepts(&self, ctx: u64, src: u32, tag: i32) -> bool {
+    pub(super) fn accepts(&self, ctx: u64, src: u32, tag: i32) -> bool {
         ctx == self.ctx && self.src.is_none_or(|s| s == src) && self.tag.is_none_or(|t| t == tag)
     }
 }

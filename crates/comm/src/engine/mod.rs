@@ -7,12 +7,14 @@
 //! has one FIFO stream, messages from one sender arrive in the order they were sent, and the
 //! first matching receive in posting order takes each of them: MPI's non-overtaking rule.
 
+mod direct;
 mod matching;
 mod progress;
 mod sharing;
 mod wait;
 mod wire;
 
+pub(crate) use direct::SMALL;
 pub(crate) use matching::Matcher;
 pub(crate) use wait::{Backoff, PeerWatch};
 pub(crate) use wire::{Envelope, Message, HEADER};

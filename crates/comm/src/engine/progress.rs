@@ -25,6 +25,13 @@ pub(super) struct Rx {
     pub(super) body: Option<(Envelope, Body)>,
 }
 
+impl Rx {
+    /// Whether no message from this source is partly read.
+    pub(super) fn idle(&self) -> bool {
+        self.have == 0 && self.body.is_none()
+    }
+}
+
 impl Default for Rx {
     fn default() -> Rx {
         Rx {
@@ -62,10 +69,15 @@ fn pump(
     t: &mut dyn Transport,
     src: usize,
     rx: &mut Rx,
-    land: Option<&mut Landing>,
+    mut land: Option<&mut Landing>,
     posted: &mut Vec<(u64, Matcher)>,
 ) -> Result<(bool, Option<(Message, bool)>)> {
     let mut moved = false;
+    if rx.idle() {
+        if let Some(msg) = take_whole(t, src, land.as_deref_mut(), posted) {
+            return Ok((true, Some(msg)));
+        }
+    }
     if rx.body.is_none() {
         let n = t.read_some(src, &mut rx.hdr[rx.have..])?;
         rx.have += n;
@@ -118,6 +130,36 @@ fn pump(
         }
         None => Ok((moved, None)),
     }
+}
+
+/// Takes a message that lies whole in the next record of the transport (see
+/// [`Transport::peek_record`]) in one step, straight into `land`'s buffer when that takes it;
+/// `None` (nothing read) when there is no such record.
+fn take_whole(
+    t: &mut dyn Transport,
+    src: usize,
+    land: Option<&mut Landing>,
+    posted: &mut Vec<(u64, Matcher)>,
+) -> Option<(Message, bool)> {
+    let record = t.peek_record(src)?;
+    let (hdr, body) = record.split_first_chunk::<HEADER>()?;
+    let env = Envelope::decode(hdr);
+    if env.len != body.len() as u64 {
+        return None;
+    }
+    let taken = match land {
+        Some(l) if l.takes(posted, env.ctx, env.src, env.tag, env.kind, env.len) => {
+            l.claim(posted);
+            // SAFETY: body.len() == env.len <= the landing's capacity (takes checked it), and
+            // the landing buffer is valid for writes while it lives (Engine::recv_into).
+            unsafe { std::ptr::copy_nonoverlapping(body.as_ptr(), l.ptr, body.len()) };
+            l.landed = Some(body.len());
+            (message(env, Vec::new()), true)
+        }
+        _ => (message(env, body.to_vec()), false),
+    };
+    t.finish_record(src);
+    Some(taken)
 }
 
 /// Reads more of a message landing in `l`'s buffer, `have` bytes of it already there.

@@ -120,6 +120,22 @@ impl Transport for HybridTransport {
         }
     }
 
+    fn peek_record(&mut self, src: usize) -> Option<&[u8]> {
+        if self.local[src] {
+            self.shm.peek_record(src)
+        } else {
+            self.tcp.peek_record(src)
+        }
+    }
+
+    fn finish_record(&mut self, src: usize) {
+        if self.local[src] {
+            self.shm.finish_record(src);
+        } else {
+            self.tcp.finish_record(src);
+        }
+    }
+
     fn has_input(&self) -> bool {
         self.shm.has_input() || self.tcp.has_input()
     }

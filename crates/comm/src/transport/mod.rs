@@ -20,6 +20,20 @@ pub(crate) trait Transport {
     /// many (those bytes of `buf` are then initialized); `Ok(0)` when none are available now.
     fn read_some(&mut self, src: usize, buf: &mut [MaybeUninit<u8>]) -> Result<usize>;
 
+    /// The next record from `src`, when the transport moves bytes in records (shared
+    /// memory) and one has arrived that none of has been read, in one piece: a message sent
+    /// whole lies in one record, so the engine can take it without staging its envelope and
+    /// payload. The stream does not move until [`Transport::finish_record`].
+    fn peek_record(&mut self, src: usize) -> Option<&[u8]> {
+        let _ = src;
+        None
+    }
+
+    /// Consumes the record [`Transport::peek_record`] showed.
+    fn finish_record(&mut self, src: usize) {
+        let _ = src;
+    }
+
     /// Whether bytes may have arrived from anyone: a cheap look, so that a waiting rank can
     /// poll quickly and make full progress only when there is something to read. `true`
     /// when the transport cannot tell.

@@ -40,6 +40,9 @@ const STAMP: usize = 8;
 const LEN_BITS: u32 = 24;
 /// Largest payload of one record.
 const MAX_RECORD: usize = (1 << LEN_BITS) - 1;
+/// Every ring takes records of at least this many bytes: a message this long with its
+/// envelope travels in one record.
+pub(crate) const MIN_RECORD: usize = 4096;
 /// Bits of a stamp that hold the line number (the rest of the word).
 const LINE_MASK: u64 = (1 << (64 - LEN_BITS)) - 1;
 
@@ -71,6 +74,24 @@ impl Mapping {
             ptr: ptr.cast::<u8>(),
             len,
         })
+    }
+
+    /// Faults in the pages of `len` bytes from `offset`, writable, now rather than one by
+    /// one as a ring's first lap reaches them (a page fault every 64 small messages, each
+    /// several times a message's time). Best effort: kernels before 5.14 lack it.
+    fn populate(&self, offset: usize, len: usize) {
+        let page = 4096;
+        let start = offset / page * page;
+        let end = (offset + len).min(self.len);
+        // SAFETY: a range within the mapping (start <= offset < end <= len), page-aligned as
+        // madvise requires (the mapping is); MADV_POPULATE_WRITE changes no contents.
+        unsafe {
+            libc::madvise(
+                self.ptr.add(start).cast(),
+                end.saturating_sub(start),
+                libc::MADV_POPULATE_WRITE,
+            );
+        }
     }
 
     fn word(&self, index: usize) -> &AtomicU64 {
@@ -169,7 +190,7 @@ impl Ring {
     /// Most payload bytes per record: publishing in pieces lets the consumer copy out one
     /// piece while the producer copies in the next.
     fn chunk(&self) -> usize {
-        (self.cap / 8).clamp(4096, MAX_RECORD)
+        (self.cap / 8).clamp(MIN_RECORD, MAX_RECORD)
     }
 
     /// Producer: appends as much of `bufs` (concatenated) as fits, up to one record.
@@ -254,13 +275,32 @@ impl Ring {
             done += n;
             self.rec_off += n;
             if self.rec_off == self.rec_len {
-                self.pos += lines_of(self.rec_len);
-                self.rec_len = 0;
-                // SAFETY: valid counter.
-                unsafe { (*self.tail).store(self.pos, Ordering::Release) };
+                self.finish_record();
             }
         }
         done
+    }
+
+    /// Consumer: the payload of the next record, when it is published, none of it has been
+    /// read, and it lies in one piece (not across the ring's end). Nothing moves until
+    /// [`Ring::finish_record`].
+    pub(crate) fn peek(&mut self) -> Option<&[u8]> {
+        if !self.next_record() || self.rec_off > 0 {
+            return None;
+        }
+        let off = (self.pos as usize * SLOT + STAMP) & (self.cap - 1);
+        // SAFETY: off + rec_len <= cap (checked): published bytes of the data area, which the
+        // producer leaves alone until the tail moves past them (after this borrow ends).
+        (off + self.rec_len <= self.cap)
+            .then(|| unsafe { std::slice::from_raw_parts(self.data.add(off), self.rec_len) })
+    }
+
+    /// Consumer: done with the record in hand; its lines go back to the producer.
+    pub(crate) fn finish_record(&mut self) {
+        self.pos += lines_of(self.rec_len);
+        self.rec_len = 0;
+        // SAFETY: valid counter.
+        unsafe { (*self.tail).store(self.pos, Ordering::Release) };
     }
 
     fn copy_in(&self, at: usize, src: &[u8]) {
@@ -293,34 +333,49 @@ impl Ring {
     }
 }
 
-/// Copies `len` bytes; small copies (envelopes, small payloads) inline, without a call.
+/// Copies `len` bytes; small copies (envelopes, small payloads) inline, without a call or a
+/// loop: two accesses that may overlap cover any length between one size and twice it.
 ///
 /// # Safety
 /// As `std::ptr::copy_nonoverlapping`.
 #[inline(always)]
 unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
-    // SAFETY (all below): within src[..len] and dst[..len] (the caller's contract); unaligned
-    // accesses of plain bytes.
+    /// Copies one `T` from `src + at` to `dst + at`, unaligned.
+    ///
+    /// # Safety
+    /// Both ranges within the caller's.
+    #[inline(always)]
+    unsafe fn one<T: Copy>(src: *const u8, dst: *mut u8, at: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            dst.add(at)
+                .cast::<T>()
+                .write_unaligned(src.add(at).cast::<T>().read_unaligned());
+        }
+    }
+    // SAFETY (all below): each access lies within src[..len] and dst[..len] (the caller's
+    // contract): the second of each pair ends at the last byte.
     unsafe {
-        if len > 32 {
-            std::ptr::copy_nonoverlapping(src, dst, len);
-        } else if len >= 8 {
-            // Words from the front, and one that ends at the last byte (may overlap).
-            let mut i = 0;
-            while i + 8 <= len {
-                dst.add(i)
-                    .cast::<u64>()
-                    .write_unaligned(src.add(i).cast::<u64>().read_unaligned());
-                i += 8;
+        match len {
+            33.. => std::ptr::copy_nonoverlapping(src, dst, len),
+            16..=32 => {
+                one::<u128>(src, dst, 0);
+                one::<u128>(src, dst, len - 16);
             }
-            let last = len - 8;
-            dst.add(last)
-                .cast::<u64>()
-                .write_unaligned(src.add(last).cast::<u64>().read_unaligned());
-        } else {
-            for i in 0..len {
-                *dst.add(i) = *src.add(i);
+            8..=15 => {
+                one::<u64>(src, dst, 0);
+                one::<u64>(src, dst, len - 8);
             }
+            4..=7 => {
+                one::<u32>(src, dst, 0);
+                one::<u32>(src, dst, len - 4);
+            }
+            1..=3 => {
+                one::<u8>(src, dst, 0);
+                one::<u8>(src, dst, len / 2);
+                one::<u8>(src, dst, len - 1);
+            }
+            0 => {}
         }
     }
 }
@@ -351,9 +406,14 @@ pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
     Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
 }
 
+/// Where the ring of `sender` starts in an inbox of rings of `cap` bytes.
+fn ring_offset(sender: usize, cap: usize) -> usize {
+    FILE_HEADER + sender * (RING_HEADER + cap)
+}
+
 fn ring_base(map: &Mapping, sender: usize, cap: usize) -> *mut u8 {
     // SAFETY (of the add): within the mapping of inbox_len(size, cap) bytes for sender < size.
-    unsafe { map.ptr.add(FILE_HEADER + sender * (RING_HEADER + cap)) }
+    unsafe { map.ptr.add(ring_offset(sender, cap)) }
 }
 
 impl ShmTransport {
@@ -441,6 +501,7 @@ impl ShmTransport {
                 self.cap
             )));
         }
+        map.populate(ring_offset(self.rank, self.cap), RING_HEADER + self.cap);
         // SAFETY: our ring in the peer's inbox, mapped while `maps` holds it; we are its only producer.
         self.tx[dest] = Some(unsafe { Ring::new(ring_base(&map, self.rank, self.cap), self.cap) });
         self.maps.push(map);
@@ -462,6 +523,16 @@ impl Transport for ShmTransport {
 
     fn read_some(&mut self, src: usize, buf: &mut [MaybeUninit<u8>]) -> Result<usize> {
         Ok(self.rx[src].as_mut().map_or(0, |r| r.pop(buf)))
+    }
+
+    fn peek_record(&mut self, src: usize) -> Option<&[u8]> {
+        self.rx.get_mut(src)?.as_mut()?.peek()
+    }
+
+    fn finish_record(&mut self, src: usize) {
+        if let Some(ring) = self.rx.get_mut(src).and_then(Option::as_mut) {
+            ring.finish_record();
+        }
     }
 
     fn has_input(&self) -> bool {
@@ -550,6 +621,51 @@ mod tests {
         for (i, w) in got.chunks(4).enumerate() {
             assert_eq!(u32::from_le_bytes(w.try_into().unwrap()), i as u32);
         }
+    }
+
+    #[test]
+    fn small_copies_move_exactly_their_bytes() {
+        let src: Vec<u8> = (1..=48).collect();
+        for len in 0..=40 {
+            let mut dst = [0u8; 48];
+            // SAFETY: both buffers hold at least `len` bytes.
+            unsafe { copy(src.as_ptr(), dst.as_mut_ptr(), len) };
+            assert_eq!(&dst[..len], &src[..len], "len {len}");
+            assert!(dst[len..].iter().all(|&b| b == 0), "len {len}");
+        }
+    }
+
+    #[test]
+    fn peeked_records_are_whole_unread_and_in_one_piece() {
+        let (_mem, base) = local(4096);
+        // SAFETY: storage outlives both ends.
+        let (mut p, mut c) = unsafe { (Ring::new(base, 4096), Ring::new(base, 4096)) };
+        assert!(c.peek().is_none(), "nothing published yet");
+        assert_eq!(p.push(&[b"first", b"!"]), 6);
+        assert_eq!(c.peek(), Some(&b"first!"[..]));
+        assert_eq!(c.peek(), Some(&b"first!"[..]), "peeking moves nothing");
+        c.finish_record();
+        assert!(c.peek().is_none());
+        // A record partly read is not shown again.
+        assert_eq!(p.push(&[b"second"]), 6);
+        let mut two = [MaybeUninit::new(0u8); 2];
+        assert_eq!(c.pop(&mut two), 2);
+        assert!(c.peek().is_none());
+        let mut rest = [MaybeUninit::new(0u8); 4];
+        assert_eq!(c.pop(&mut rest), 4);
+        // Records that run across the ring's end are left to pop.
+        let mut sink = [MaybeUninit::new(0u8); 4096];
+        let line = vec![7u8; SLOT - STAMP];
+        while p.pos % c.lines != c.lines - 1 {
+            assert_eq!(p.push(&[&line]), line.len());
+            assert_eq!(c.pop(&mut sink), line.len());
+        }
+        let across = vec![9u8; 100];
+        assert_eq!(p.push(&[&across]), 100);
+        assert!(c.peek().is_none());
+        assert_eq!(c.pop(&mut sink), 100);
+        assert_eq!(p.push(&[b"after"]), 5);
+        assert_eq!(c.peek(), Some(&b"after"[..]));
     }
 
     #[test]
