@@ -123,8 +123,8 @@ pub(crate) struct Ring {
     pos: u64,
     /// Producer: the last seen tail.
     seen: u64,
-    /// Producer: the stamp words of lines from `pos` up to this one are clear (see
-    /// [`Ring::clear_ahead`]).
+    /// Producer: the stamp words of lines from `pos` up to this one (exclusive) are clear
+    /// (see [`Ring::clear_ahead`]).
     cleared: u64,
     /// Consumer: payload length of the record in hand (0: none).
     rec_len: usize,
@@ -210,36 +210,41 @@ impl Ring {
             return 0;
         }
         let n = want.min((free - 1) * SLOT - STAMP);
-        let mut at = self.pos as usize * SLOT + STAMP;
-        let mut left = n;
-        for b in bufs {
-            let take = b.len().min(left);
-            self.copy_in(at, &b[..take]);
-            at += take;
-            left -= take;
+        // The record's first line last, just before its stamp: the consumer polls that line,
+        // and each time it reads it while it is being written the line has to come back.
+        let start = self.pos as usize * SLOT + STAMP;
+        let head = n.min(SLOT - STAMP);
+        if head < n {
+            self.gather_in(start, bufs, head..n);
         }
+        self.gather_in(start, bufs, 0..head);
         let next = self.pos + lines_of(n);
-        self.clear_ahead(next);
+        if next >= self.cleared {
+            self.stamp_at(next).store(0, Ordering::Relaxed);
+            self.cleared = next + 1;
+        }
         self.stamp_at(self.pos)
             .store(stamp(self.pos, n), Ordering::Release);
         self.pos = next;
+        self.clear_ahead();
         n
     }
 
-    /// Producer: makes sure the stamp word of line `next`, where the next record will start,
-    /// is clear before the record ending there is published. Lines are cleared a batch at a
-    /// time, as far ahead as the consumer's last seen tail allows, so that the stores that
-    /// take these lines from the consumer's cache seldom delay a publication.
-    fn clear_ahead(&mut self, next: u64) {
+    /// Producer, after a publication: clears the stamp words of the lines ahead, a batch at
+    /// a time and as far as the consumer's last seen tail allows, so that a publication
+    /// seldom has to clear the line after its record first (a store that must take that line
+    /// from the consumer's cache before the stamp can follow). Stores made after the stamp's
+    /// do not delay it.
+    fn clear_ahead(&mut self) {
         const BATCH: u64 = 32;
-        if next < self.cleared {
+        if self.cleared > self.pos + BATCH / 2 {
             return;
         }
-        let end = (next + BATCH).min(self.seen + self.lines);
-        for line in next..end {
+        let end = (self.pos + BATCH).min(self.seen + self.lines);
+        for line in self.cleared.max(self.pos)..end {
             self.stamp_at(line).store(0, Ordering::Relaxed);
         }
-        self.cleared = end;
+        self.cleared = self.cleared.max(end);
     }
 
     /// Consumer: whether a record is in hand or published (one load of a stamp word).
@@ -301,6 +306,19 @@ impl Ring {
         self.rec_len = 0;
         // SAFETY: valid counter.
         unsafe { (*self.tail).store(self.pos, Ordering::Release) };
+    }
+
+    /// Copies bytes `range` of the concatenation of `bufs` to the ring, byte 0 going to
+    /// offset `start`.
+    fn gather_in(&self, start: usize, bufs: &[&[u8]], range: std::ops::Range<usize>) {
+        let mut from = 0;
+        for b in bufs {
+            let (lo, hi) = (range.start.max(from), range.end.min(from + b.len()));
+            if lo < hi {
+                self.copy_in(start + lo, &b[lo - from..hi - from]);
+            }
+            from += b.len();
+        }
     }
 
     fn copy_in(&self, at: usize, src: &[u8]) {
