@@ -57,7 +57,7 @@ where
     }
     let reply = match decode_items::<T>(payload) {
         Err(e) => Reply::Failed(ChunkFailure::DecodeArgs(e)),
-        Ok(items) => run_items(call, items),
+        Ok(items) => run_items(call, items.into_iter()),
     };
     if let (Some(lane), Reply::AllOk(values)) = (lane, &reply) {
         if let Some(raw) = raw_bytes(values).filter(|raw| 2 + raw.len() <= lane.len().min(limit)) {
@@ -101,7 +101,7 @@ where
     }
     // SAFETY: all n items were just written.
     unsafe { items.set_len(n) };
-    let reply = run_items(call, items);
+    let reply = run_items(call, items.into_iter());
     if let Ok(true) = write_to_caller(&reply, parent, span.dst) {
         return bare_reply(REPLY_WRITTEN);
     }
@@ -132,19 +132,17 @@ where
     T: 'static,
     C::Output: Serialize + 'static,
 {
-    let decoded = payload
+    let raw = payload
         .get(LANE_XMEM_HEAD..)
-        .ok_or_else(|| "a malformed lane".to_string())
-        .and_then(decode_raw::<T>);
-    let items = match decoded {
-        Ok(items) => items,
+        .ok_or_else(|| "a malformed lane".to_string());
+    let reply = match raw.and_then(|raw| run_raw_items(call, raw)) {
+        Ok(reply) => reply,
         Err(err) => {
             let failed = Reply::<C::Output>::Failed(ChunkFailure::DecodeArgs(err));
             return encode_reply(&failed, limit);
         }
     };
     let dst = read_u64(&payload[8..16]);
-    let reply = run_items(call, items);
     if !CALLER_REFUSES_COPIES.load(Ordering::Relaxed) {
         // SAFETY: getppid has no preconditions.
         let parent = unsafe { libc::getppid() };
@@ -176,9 +174,32 @@ fn refusal(err: &std::io::Error) -> bool {
     )
 }
 
-fn run_items<C: Callable<T>, T>(call: C, items: Vec<T>) -> Reply<C::Output> {
+/// Runs items of a primitive number type ([`raw_size`]) where their bytes lie, without
+/// copying them into a vector first when the bytes are aligned for them (a lane's are).
+fn run_raw_items<C: Callable<T>, T: 'static>(
+    call: C,
+    raw: &[u8],
+) -> Result<Reply<C::Output>, String> {
+    let size = raw_size::<T>().ok_or("raw bytes for a type sent by postcard")?;
+    if !raw.as_ptr().cast::<T>().is_aligned() || !raw.len().is_multiple_of(size) {
+        return decode_raw::<T>(raw).map(|items| run_items(call, items.into_iter()));
+    }
+    // SAFETY: aligned (checked), raw.len() / size whole items within `raw`, and any bytes are
+    // a valid primitive number; reading one leaves nothing to drop twice (numbers are Copy).
+    let items = unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<T>(), raw.len() / size) };
+    // SAFETY: as above: each item is a plain number read out of its place.
+    Ok(run_items(
+        call,
+        items.iter().map(|item| unsafe { std::ptr::read(item) }),
+    ))
+}
+
+fn run_items<C: Callable<T>, T>(
+    call: C,
+    items: impl ExactSizeIterator<Item = T>,
+) -> Reply<C::Output> {
     let len = items.len();
-    let mut it = items.into_iter();
+    let mut it = items;
     let mut out: Vec<C::Output> = Vec::with_capacity(len);
     let mut failed: Vec<(usize, String)> = Vec::new();
     // One catch_unwind per run of items keeps the loop tight; a panic restarts it.
