@@ -130,7 +130,7 @@ impl Communicator {
     }
 
     /// Sends `data` to `peer` and receives exactly `buf.len()` elements from it into `buf`,
-    /// the receive posted first so that the peer's message lands in `buf` directly.
+    /// directly (see [`Communicator::exchange_into`]).
     fn cswap<T: Pod>(&self, peer: usize, tag: i32, data: &[T], buf: &mut [T]) -> Result<()> {
         self.exchange_exact(Some((peer, data)), peer, tag, buf)
     }

@@ -183,9 +183,10 @@ impl Communicator {
         self.exchange_into::<T, T>(self.ctx, None, source, tag, buf)
     }
 
-    /// Receives in context `ctx` into `buf` (as [`Communicator::recv_into`]), having first
-    /// posted the receive and then sent `send` = (dest, data) when given, so that the
-    /// message lands in `buf` even when it comes while the send is under way.
+    /// Receives in context `ctx` into `buf` (as [`Communicator::recv_into`]) and sends `send`
+    /// = (dest, data) when given. A small send goes first and the receive then tries the
+    /// short way ([`Engine::recv_direct`]); a large one goes after the receive is posted, so
+    /// that the message lands in `buf` even when it comes while the send is under way.
     pub(crate) fn exchange_into<S: Pod, T: Pod>(
         &self,
         ctx: u64,
@@ -198,8 +199,7 @@ impl Communicator {
         let unit = std::mem::size_of::<T>();
         let dest = send.map(|(d, _)| self.world_rank(d)).transpose()?;
         let mut send = send;
-        // A small send goes first and the receive tries the short way: posting first only
-        // spares a large message a copy.
+        // Posting first only spares a large message a copy.
         if send.is_none_or(|(_, data)| std::mem::size_of_val(data) <= SMALL) {
             let mut e = self.engine.borrow_mut();
             if let (Some(world), Some((_, data))) = (dest, send.take()) {

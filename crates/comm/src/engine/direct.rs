@@ -8,7 +8,8 @@
 use super::{Engine, Envelope, Matcher, HEADER};
 use crate::transport::shm::MIN_RECORD;
 
-/// Payloads this small travel in one shared-memory record with their envelope.
+/// Payloads this small travel in one shared-memory record with their envelope (in rings of
+/// the default sizes; see [`MIN_RECORD`]).
 pub(crate) const SMALL: usize = MIN_RECORD - HEADER;
 
 /// Polls of the short way before the wait is left to the general path (which also sweeps
@@ -67,6 +68,7 @@ impl Engine {
             && self.unexpected.is_empty()
             && self.landing.is_none()
             && self.lending.is_none()
+            && src != self.rank
             && self.rx.get(src).is_some_and(|rx| rx.idle())
     }
 }

@@ -131,8 +131,8 @@ impl Engine {
 
     /// Blocking receive into `buf`, expecting elements of `kind`, `unit` bytes each: a
     /// message that holds them and fits lands in `buf` directly (no copy through a vector).
-    /// `between` (a send, or nothing) runs after the receive is posted and before it is
-    /// waited for, so that what the peer sends meanwhile lands in `buf` too. Returns the
+    /// `between` (a large send, or nothing) runs after the receive is posted and before it
+    /// is waited for, so that what the peer sends meanwhile lands in `buf` too. Returns the
     /// message and, when it landed, its length (its data is then empty); otherwise the
     /// caller copies or refuses it.
     pub(crate) fn recv_into(

@@ -40,8 +40,9 @@ const STAMP: usize = 8;
 const LEN_BITS: u32 = 24;
 /// Largest payload of one record.
 const MAX_RECORD: usize = (1 << LEN_BITS) - 1;
-/// Every ring takes records of at least this many bytes: a message this long with its
-/// envelope travels in one record.
+/// Records take up to this many bytes, or more, in any ring of at least 8 × this size (the
+/// default sizes): a message this long with its envelope travels in one record there.
+/// Smaller rings (tests' 4096-byte ones) split such messages.
 pub(crate) const MIN_RECORD: usize = 4096;
 /// Bits of a stamp that hold the line number (the rest of the word).
 const LINE_MASK: u64 = (1 << (64 - LEN_BITS)) - 1;
@@ -300,8 +301,12 @@ impl Ring {
             .then(|| unsafe { std::slice::from_raw_parts(self.data.add(off), self.rec_len) })
     }
 
-    /// Consumer: done with the record in hand; its lines go back to the producer.
+    /// Consumer: done with the record in hand; its lines go back to the producer. Nothing
+    /// happens when no record is in hand.
     pub(crate) fn finish_record(&mut self) {
+        if self.rec_len == 0 {
+            return;
+        }
         self.pos += lines_of(self.rec_len);
         self.rec_len = 0;
         // SAFETY: valid counter.
