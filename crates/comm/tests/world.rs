@@ -559,6 +559,41 @@ fn body_collectives() -> Res {
     Ok(())
 }
 
+/// Collectives of 16 MiB, the largest message size the world is checked at, against the
+/// serial reference: bcast, reduce and allreduce of 16 MiB of doubles (bit-identical to the
+/// documented order), allgather and alltoall moving 16 MiB from each rank.
+fn body_collectives_large() -> Res {
+    const LEN: usize = 2 << 20; // doubles: 16 MiB
+    let w = hpcbox_comm::init().map_err(e)?;
+    let (r, n) = (w.rank(), w.size());
+    let all: Vec<Vec<f64>> = (0..n).map(|s| float_data(s, LEN)).collect();
+    let root = n - 1;
+    let mut v = if r == root { all[root].clone() } else { Vec::new() };
+    w.bcast(root, &mut v).map_err(e)?;
+    check!(bits(&v) == bits(&all[root]), "bcast of 16 MiB");
+    let want = tree_reference(all.clone(), |a, b| a + b);
+    let sum = w.allreduce(&all[r], Op::Sum).map_err(e)?;
+    check!(bits(&sum) == bits(&want), "allreduce of 16 MiB");
+    let got = w.reduce(0, &all[r], Op::Sum).map_err(e)?;
+    if r == 0 {
+        check!(
+            got.as_deref().map(bits) == Some(bits(&want)),
+            "reduce of 16 MiB"
+        );
+    }
+    let block = LEN / n;
+    let gathered = w.allgather(&all[r][..block]).map_err(e)?;
+    let want: Vec<f64> = all.iter().flat_map(|a| a[..block].to_vec()).collect();
+    check!(bits(&gathered) == bits(&want), "allgather of 16 MiB");
+    let exchanged = w.alltoall(&all[r][..block * n]).map_err(e)?;
+    let want: Vec<f64> = all
+        .iter()
+        .flat_map(|a| a[r * block..(r + 1) * block].to_vec())
+        .collect();
+    check!(bits(&exchanged) == bits(&want), "alltoall of 16 MiB");
+    Ok(())
+}
+
 /// Collectives over random shapes (roots, lengths from empty to single-copy size, ops,
 /// ragged parts, colors), all drawn from one seed, so that every rank can compute every
 /// rank's inputs and the serial reference.
@@ -974,6 +1009,7 @@ fn run_body(name: &str) -> Res {
         "collectives" => body_collectives(),
         "split" => body_split(),
         "collectives_random" => body_collectives_random(),
+        "collectives_large" => body_collectives_large(),
         "traffic" => body_traffic(),
         "exit_early" => body_exit_early(),
         "killed" => body_killed(),
@@ -1141,6 +1177,17 @@ fn case_collectives() -> Res {
             let w = world(np, "collectives", &env);
             let _ = std::fs::remove_dir_all(&dir);
             expect_success(&format!("collectives {name} np={np}"), &w)?;
+        }
+    }
+    Ok(())
+}
+
+fn case_collectives_large() -> Res {
+    for (name, env) in transports() {
+        let sizes: &[usize] = if name == "shm" { &[2, 3, 4] } else { &[3] };
+        for &np in sizes {
+            let w = world(np, "collectives_large", &env);
+            expect_success(&format!("collectives_large {name} np={np}"), &w)?;
         }
     }
     Ok(())
@@ -1394,6 +1441,7 @@ fn main() {
         ("hello_example", case_hello_example),
         ("p2p", case_p2p),
         ("collectives", case_collectives),
+        ("collectives_large", case_collectives_large),
         ("split", case_split),
         ("collectives_property", case_collectives_property),
         ("traffic_property", case_traffic_property),
