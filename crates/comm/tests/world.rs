@@ -568,7 +568,11 @@ fn body_collectives_large() -> Res {
     let (r, n) = (w.rank(), w.size());
     let all: Vec<Vec<f64>> = (0..n).map(|s| float_data(s, LEN)).collect();
     let root = n - 1;
-    let mut v = if r == root { all[root].clone() } else { Vec::new() };
+    let mut v = if r == root {
+        all[root].clone()
+    } else {
+        Vec::new()
+    };
     w.bcast(root, &mut v).map_err(e)?;
     check!(bits(&v) == bits(&all[root]), "bcast of 16 MiB");
     let want = tree_reference(all.clone(), |a, b| a + b);
