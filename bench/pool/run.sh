@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # hpcbox-pool against Python's multiprocessing.Pool and rayon, side by side in one run.
-# Usage: bench/pool/run.sh [pi_samples]   (default 10^9)
+# Usage: bench/pool/run.sh [pi_samples] [rounds]   (defaults 10^9 and 3)
+# Runs Python's peer and hpcbox's bench in interleaved rounds (this machine's speed swings
+# from minute to minute; each side gets the same swings) and keeps each figure's best round.
 # Prints every figure and ratio and writes bench/results/pool-<date>.md.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 samples="${1:-1000000000}"
+rounds="${2:-3}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 bench="${POOL_BENCH_BIN:-}"   # a prebuilt pool_bench, else it is built here
 if [ -z "$bench" ]; then
@@ -15,19 +18,27 @@ fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-echo "== python $(python3 -c 'import sys; print(sys.version.split()[0])') multiprocessing.Pool"
-python3 bench/pool/peer.py | tee "$tmp/py.txt"
-echo "== hpcbox-pool (release) and rayon"
-"$bench" "$samples" | tee "$tmp/rs.txt"
+for round in $(seq "$rounds"); do
+  echo "== round $round/$rounds: python $(python3 -c 'import sys; print(sys.version.split()[0])') multiprocessing.Pool"
+  python3 bench/pool/peer.py | tee "$tmp/py.$round.txt"
+  echo "== round $round/$rounds: hpcbox-pool (release) and rayon"
+  "$bench" "$samples" | tee "$tmp/rs.$round.txt"
+done
 
 date="$(date -u +%Y-%m-%d)"
 out="bench/results/pool-$date.md"
 mkdir -p bench/results
-python3 - "$tmp/py.txt" "$tmp/rs.txt" "$out" <<'PY'
+python3 - "$tmp" "$rounds" "$out" <<'PY'
 import platform, subprocess, sys
-def load(path):
-    return {k: float(v) for k, v in (line.split() for line in open(path) if line.strip())}
-py, rs, out = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3]
+def load(paths):
+    """Each figure's best round: the least time; values that are not times from the first."""
+    rounds = [{k: float(v) for k, v in (line.split() for line in open(p) if line.strip())}
+              for p in paths]
+    return {k: (rounds[0][k] if k.endswith("_value") or k == "pi_samples"
+                else min(r[k] for r in rounds)) for k in rounds[0]}
+tmp, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+py = load([f"{tmp}/py.{i}.txt" for i in range(1, n + 1)])
+rs = load([f"{tmp}/rs.{i}.txt" for i in range(1, n + 1)])
 def sh(cmd):
     return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
 rows = [
@@ -40,8 +51,10 @@ rows = [
 ]
 lines = []
 lines.append("# hpcbox-pool benchmark\n")
-lines.append(f"Run `bench/pool/run.sh {int(rs['pi_samples'])}` on {sh('date -u +%Y-%m-%dT%H:%MZ')}; "
-             "every figure below comes from that one run (maps: best of several repetitions; start/stop: median of many rounds; pi: best of two runs each, interleaved).\n")
+lines.append(f"Run `bench/pool/run.sh {int(rs['pi_samples'])} {n}` on {sh('date -u +%Y-%m-%dT%H:%MZ')}; "
+             f"every figure below comes from that one run of {n} interleaved rounds (Python's peer, then hpcbox's bench, in turn), "
+             "each figure the best of its rounds (maps: best of several repetitions per round; start/stop: median of many "
+             "rounds per round; pi: best of two runs each per round).\n")
 lines.append("## Machine\n")
 lines.append("```")
 lines.append(f"nproc: {sh('nproc')}")
