@@ -3,7 +3,7 @@
 # Usage: bench/cluster/run.sh [results.md]   (run as root; installs Slurm per shared/recipes/slurm-local.md)
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-OUTMD=${1:-$ROOT/bench/results/cluster-$(date -u +%Y-%m-%d).md}
+OUTMD=$(realpath -m "${1:-$ROOT/bench/results/cluster-$(date -u +%Y-%m-%d).md}")  # the run cds away
 HPCBOX=${HPCBOX:-$ROOT/target/release/hpcbox}
 [ -x "$HPCBOX" ] || (cd "$ROOT" && cargo build --release -p hpcbox) || exit 1
 N_HPC=${N_HPC:-1000}; N_SDEF=${N_SDEF:-30}; N_STUN=${N_STUN:-60}; NHELD=${NHELD:-1000}; NHELD_BIG=${NHELD_BIG:-10000}; NARR=${NARR:-1000}
@@ -22,7 +22,8 @@ as_user(){ setpriv --reuid="$BENCH_USER" --regid="$BENCH_USER" --init-groups "$@
 LOG=$W/log.txt; RES=$W/res.txt; : > "$RES"
 say(){ echo "$*" | tee -a "$LOG"; }
 rec(){ echo "$1|$2" >> "$RES"; say "  $1 = $2"; }   # key|value
-now(){ echo "$EPOCHREALTIME"; }
+# Times are read from bash's $EPOCHREALTIME directly: a `$(...)` around it forks a subshell,
+# which added ~0.8 ms to every measured span here (a fork and an exit on each side).
 # Durations from "start end" lines (one python at the end, not a bc per iteration, which
 # would slow the submitting loop itself).
 spans(){ python3 -c 'import sys; [print(float(b)-float(a)) for a,b in (l.split() for l in sys.stdin if l.strip())]'; }
@@ -59,34 +60,34 @@ bench_hpcbox(){
   : > s.txt
   for i in 1 2 3 4 5 6; do
     f=$W/hstart.$i; rm -f "$f"; mkstart "$f"
-    t0=$(now); as_user "$HPCBOX" qsub start_job.sh >/dev/null
+    t0=$EPOCHREALTIME; as_user "$HPCBOX" qsub start_job.sh >/dev/null
     while [ ! -s "$f" ]; do sleep 0.005; done
     python3 -c "print(float(open('$f').read())-$t0)" >> s.txt
     hpc_wait_empty; sleep 0.2
   done
   rec hpcbox_submit_start_s "$(median < s.txt) (range $(minmax < s.txt), n=$(wc -l < s.txt))"
   # 3. N jobs end to end, separate qsub processes
-  : > q.txt; t0=$(now)
-  rm -f q.raw; for i in $(seq "$N_HPC"); do a=$(now); as_user "$HPCBOX" qsub job_true.sh >/dev/null; b=$(now); echo "$a $b" >> q.raw; done; spans < q.raw > q.txt
-  tsub=$(now); hpc_wait_empty; t1=$(now)
+  : > q.txt; t0=$EPOCHREALTIME
+  rm -f q.raw; for i in $(seq "$N_HPC"); do a=$EPOCHREALTIME; as_user "$HPCBOX" qsub job_true.sh >/dev/null; b=$EPOCHREALTIME; echo "$a $b" >> q.raw; done; spans < q.raw > q.txt
+  tsub=$EPOCHREALTIME; hpc_wait_empty; t1=$EPOCHREALTIME
   rec hpcbox_njobs "N=$N_HPC in $(echo "$t1-$t0"|bc -l|cut -c1-6) s (submits $(echo "$tsub-$t0"|bc -l|cut -c1-6) s)"
   rec hpcbox_njobs_rate "$(echo "$N_HPC/($t1-$t0)"|bc -l|cut -c1-7)"
   rec hpcbox_qsub_return_busy_ms "$(median < q.txt | awk '{printf "%.2f",$1*1000}') (median of $N_HPC qsub during the N-job run)"
   # 5. array
-  t0=$(now); as_user "$HPCBOX" qsub -J 1-$NARR job_true.sh >/dev/null; hpc_wait_empty; t1=$(now)
+  t0=$EPOCHREALTIME; as_user "$HPCBOX" qsub -J 1-$NARR job_true.sh >/dev/null; hpc_wait_empty; t1=$EPOCHREALTIME
   rec hpcbox_array_s "$(echo "$t1-$t0"|bc -l|cut -c1-6)"; rec hpcbox_array_rate "$(echo "$NARR/($t1-$t0)"|bc -l|cut -c1-7)"
   # 2 + 4. held jobs: qsub -h return time, then qstat with NHELD held
   : > h.txt
-  rm -f h.raw; for i in $(seq "$NHELD"); do a=$(now); "$HPCBOX" qsub -h job_true.sh >/dev/null; b=$(now); echo "$a $b" >> h.raw; done; spans < h.raw > h.txt
+  rm -f h.raw; for i in $(seq "$NHELD"); do a=$EPOCHREALTIME; "$HPCBOX" qsub -h job_true.sh >/dev/null; b=$EPOCHREALTIME; echo "$a $b" >> h.raw; done; spans < h.raw > h.txt
   rec hpcbox_qsub_return_ms "$(head -20 h.txt | median | awk '{printf "%.2f",$1*1000}') (median of first 20 qsub -h; all $NHELD: $(median < h.txt | awk '{printf "%.2f",$1*1000}'))"
   rec hpcbox_qstat_held_lines "$(hpc_n_running)"
   : > qs.txt
-  rm -f qs.raw; for i in $(seq 10); do a=$(now); "$HPCBOX" qstat >/dev/null; b=$(now); echo "$a $b" >> qs.raw; done; spans < qs.raw > qs.txt
+  rm -f qs.raw; for i in $(seq 10); do a=$EPOCHREALTIME; "$HPCBOX" qstat >/dev/null; b=$EPOCHREALTIME; echo "$a $b" >> qs.raw; done; spans < qs.raw > qs.txt
   rec hpcbox_qstat_held_ms "$(median < qs.txt | awk '{printf "%.2f",$1*1000}')"
   # qstat with 10,000 held (the issue's second listing aim; hpcbox only)
   for i in $(seq $((NHELD_BIG - NHELD))); do "$HPCBOX" qsub -h job_true.sh >/dev/null; done
   rec hpcbox_qstat_held_big_lines "$(hpc_n_running)"
-  rm -f qs.raw; for i in $(seq 10); do a=$(now); "$HPCBOX" qstat >/dev/null; b=$(now); echo "$a $b" >> qs.raw; done; spans < qs.raw > qs.txt
+  rm -f qs.raw; for i in $(seq 10); do a=$EPOCHREALTIME; "$HPCBOX" qstat >/dev/null; b=$EPOCHREALTIME; echo "$a $b" >> qs.raw; done; spans < qs.raw > qs.txt
   rec hpcbox_qstat_held_big_ms "$(median < qs.txt | awk '{printf "%.2f",$1*1000}')"
   "$HPCBOX" down >>"$LOG" 2>&1
 }
@@ -159,38 +160,38 @@ bench_slurm(){  # $1 label, $2 N, $3 samples for submit->start, $4 do_held
   : > s.txt
   for i in $(seq "$S"); do
     f=$W/sstart.$L.$i; rm -f "$f"; mkstart "$f"
-    t0=$(now); $SB start_job.sh >/dev/null
+    t0=$EPOCHREALTIME; $SB start_job.sh >/dev/null
     while [ ! -s "$f" ]; do sleep 0.01; done
     python3 -c "print(float(open('$f').read())-$t0)" >> s.txt
     sq_wait_empty; sleep 0.5
   done
   rec slurm_${L}_submit_start_s "$(median < s.txt) (range $(minmax < s.txt), n=$(wc -l < s.txt))"
-  : > q.txt; t0=$(now)
-  rm -f q.raw; for i in $(seq "$N"); do a=$(now); $SB job_true.sh >/dev/null; b=$(now); echo "$a $b" >> q.raw; done; spans < q.raw > q.txt
-  tsub=$(now); sq_wait_empty; t1=$(now)
+  : > q.txt; t0=$EPOCHREALTIME
+  rm -f q.raw; for i in $(seq "$N"); do a=$EPOCHREALTIME; $SB job_true.sh >/dev/null; b=$EPOCHREALTIME; echo "$a $b" >> q.raw; done; spans < q.raw > q.txt
+  tsub=$EPOCHREALTIME; sq_wait_empty; t1=$EPOCHREALTIME
   rec slurm_${L}_njobs "N=$N in $(echo "$t1-$t0"|bc -l|cut -c1-6) s (submits $(echo "$tsub-$t0"|bc -l|cut -c1-6) s)"
   rec slurm_${L}_njobs_rate "$(echo "$N/($t1-$t0)"|bc -l|cut -c1-7)"
   rec slurm_${L}_sbatch_return_busy_ms "$(median < q.txt | awk '{printf "%.2f",$1*1000}') (median of $N sbatch during the N-job run)"
   # array, capped
-  t0=$(now); $SB --array=1-$NARR job_true.sh >/dev/null; sleep 0.2
-  while [ "$(squeue -h | wc -l)" != 0 ]; do sleep 0.2; [ "$(echo "$(now)-$t0 > $ARR_CAP_S"|bc)" = 1 ] && break; done
-  t1=$(now); left=$(sq_n); done_=$((NARR-left)); scancel -u "$BENCH_USER" 2>/dev/null; sq_wait_empty
+  t0=$EPOCHREALTIME; $SB --array=1-$NARR job_true.sh >/dev/null; sleep 0.2
+  while [ "$(squeue -h | wc -l)" != 0 ]; do sleep 0.2; [ "$(echo "$EPOCHREALTIME-$t0 > $ARR_CAP_S"|bc)" = 1 ] && break; done
+  t1=$EPOCHREALTIME; left=$(sq_n); done_=$((NARR-left)); scancel -u "$BENCH_USER" 2>/dev/null; sq_wait_empty
   if [ "$left" = 0 ]; then rec slurm_${L}_array_s "$(echo "$t1-$t0"|bc -l|cut -c1-6)"; else rec slurm_${L}_array_s "capped at ${ARR_CAP_S}s: $done_ of $NARR tasks done (extrapolated $(echo "$NARR*($t1-$t0)/($done_+0.0001)"|bc -l|cut -c1-6) s)"; fi
   rec slurm_${L}_array_rate "$(echo "$done_/($t1-$t0)"|bc -l|cut -c1-7)"
   if [ "$4" = 1 ]; then
     : > h.txt
-    rm -f h.raw; for i in $(seq "$NHELD"); do a=$(now); $SB_ROOT --hold job_true.sh >/dev/null; b=$(now); echo "$a $b" >> h.raw; done; spans < h.raw > h.txt
+    rm -f h.raw; for i in $(seq "$NHELD"); do a=$EPOCHREALTIME; $SB_ROOT --hold job_true.sh >/dev/null; b=$EPOCHREALTIME; echo "$a $b" >> h.raw; done; spans < h.raw > h.txt
     rec slurm_sbatch_return_ms "$(head -20 h.txt | median | awk '{printf "%.2f",$1*1000}') (median of first 20 sbatch --hold; all $NHELD: $(median < h.txt | awk '{printf "%.2f",$1*1000}'))"
     rec slurm_squeue_held_lines "$(squeue -h | wc -l)"
     : > qs.txt
-    rm -f qs.raw; for i in $(seq 10); do a=$(now); squeue >/dev/null; b=$(now); echo "$a $b" >> qs.raw; done; spans < qs.raw > qs.txt
+    rm -f qs.raw; for i in $(seq 10); do a=$EPOCHREALTIME; squeue >/dev/null; b=$EPOCHREALTIME; echo "$a $b" >> qs.raw; done; spans < qs.raw > qs.txt
     rec slurm_squeue_held_ms "$(median < qs.txt | awk '{printf "%.2f",$1*1000}')"
     scancel -u root; sq_wait_empty
   fi
 }
 
 SLURM_WHY=""
-T_START=$(now)
+T_START=$EPOCHREALTIME
 bench_hpcbox
 if slurm_setup; then
   bench_slurm default "$N_SDEF" 3 1
@@ -200,6 +201,6 @@ else
   say "SLURM NOT MEASURED: $SLURM_WHY"; rec slurm_error "$SLURM_WHY"
 fi
 rec load_at_end "$(cut -d' ' -f1-3 /proc/loadavg)"
-rec total_run_s "$(echo "$(now)-$T_START"|bc -l|cut -c1-6)"
+rec total_run_s "$(echo "$EPOCHREALTIME-$T_START"|bc -l|cut -c1-6)"
 cp "$RES" "$W/raw.txt"
 python3 "$ROOT/bench/cluster/report.py" "$RES" "$OUTMD" && say "wrote $OUTMD"
