@@ -1,10 +1,11 @@
 //! The client side of the API: how the PBS commands talk to the server over its Unix socket.
 
+pub mod http1;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -96,55 +97,33 @@ impl Client {
             }
             None => Vec::new(),
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let bytes = runtime.block_on(self.exchange(method, path, body))?;
+        let bytes = self.exchange(method, path, &body)?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport(e.to_string()))
     }
 
-    async fn exchange(
-        &self,
-        method: &str,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Result<Bytes, ClientError> {
+    /// Sends one request and reads its whole response (the server closes the connection
+    /// after it); the body of a successful one.
+    fn exchange(&self, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, ClientError> {
         let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
+        let mut stream =
+            UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect {
                 path: self.socket.clone(),
                 source,
             })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
+        stream
+            .write_all(&http1::request(method, path, body))
             .map_err(|e| transport(&e))?;
-        tokio::spawn(connection);
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "hpcbox")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| transport(&e))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| transport(&e))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| transport(&e))?
-            .to_bytes();
-        if !status.is_success() {
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).map_err(|e| transport(&e))?;
+        let response = http1::parse_response(&bytes).map_err(|e| transport(&e))?;
+        if !(200..300).contains(&response.status) {
             return Err(ClientError::Transport(format!(
-                "{status}: {}",
-                String::from_utf8_lossy(&bytes)
+                "{} {}: {}",
+                response.status,
+                response.reason,
+                String::from_utf8_lossy(&response.body)
             )));
         }
-        Ok(bytes)
+        Ok(response.body)
     }
 }
