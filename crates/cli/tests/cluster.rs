@@ -211,6 +211,31 @@ fn qdel_ends_a_running_job_and_everything_it_started() {
     assert!(comment.contains("and terminated"), "{comment}");
 }
 
+/// Without cgroups, qdel still ends a daemon that double-forked out of the job and left its
+/// session: its parent gone, the agent (a subreaper) adopted it, and finds it below itself by
+/// the job's mark. (Where the agent can make cgroups, the test above passes through them.)
+#[test]
+fn qdel_without_cgroups_ends_a_daemon_the_agent_adopted() {
+    let cluster = Cluster::empty();
+    let out = cluster
+        .command("up")
+        .env(hpcbox_cluster::cgroup::ENV_CGROUPS, "off")
+        .args(["--cpus", "1", "--mem", "256mb"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "hpcbox up: {}", text(&out.stderr));
+    let marker = cluster.work.join("adopted.pid");
+    let script = format!(
+        "(setsid sh -c 'echo $$ > {}; exec sleep 1000' &)\nsleep 1000\n",
+        marker.display()
+    );
+    let id = cluster.qsub("adopt.pbs", &script, &[]);
+    let daemon = wait_for_pid(&marker);
+    assert!(cluster.run("qdel", &[&id]).status.success());
+    cluster.wait_state(&id, "F");
+    assert_gone(daemon);
+}
+
 /// With a cgroup per job (root, a memory hierarchy), qdel ends even a process that left the
 /// job's session and cleared its environment, so that neither mark the agent otherwise finds a
 /// job's processes by is left on it.

@@ -7,6 +7,10 @@
 //!   ([`job_marker`]), which a process that double-forks and calls `setsid` still has. The
 //!   agent makes itself a child subreaper ([`become_subreaper`]), so such orphans are
 //!   re-parented to it rather than to init.
+//!
+//! In a subreaper whose kernel lists children (`/proc/<pid>/task/<tid>/children`), every
+//! process of its jobs lies in its own process tree, so the two tests run on that tree
+//! alone; elsewhere on every process of the machine.
 
 use std::ffi::OsString;
 use std::fs;
@@ -16,7 +20,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Gid, Pid, Uid};
@@ -396,7 +401,52 @@ fn signal_each(look_up: impl Fn() -> Vec<Pid>, signal: Signal) -> usize {
 /// The live processes of a job: its session's members and every process whose environment
 /// holds `marker` ([`job_marker`]).
 pub fn job_processes(marker: &str, session: Pid) -> Vec<Pid> {
-    processes_where(|pid| in_session(pid, session) || has_env_entry(pid, marker))
+    let belongs = |pid: Pid| in_session(pid, session) || has_env_entry(pid, marker);
+    match own_descendants() {
+        Some(below) => below.into_iter().filter(|&pid| belongs(pid)).collect(),
+        None => processes_where(belongs),
+    }
+}
+
+/// Set once this process is a child subreaper ([`become_subreaper`]).
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
+/// The processes below this one, down the tree, when every process it ever started is among
+/// them: this process is a subreaper (orphans come back to it) and the kernel lists children.
+/// `None` otherwise. A subreaper's tree holds its jobs' processes only, where the whole
+/// machine may hold hundreds: a look-up at each job's end stays cheap.
+fn own_descendants() -> Option<Vec<Pid>> {
+    static LISTS_CHILDREN: OnceLock<bool> = OnceLock::new();
+    let lists = *LISTS_CHILDREN.get_or_init(|| Path::new("/proc/thread-self/children").exists());
+    if !lists || !SUBREAPER.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut found: Vec<Pid> = Vec::new();
+    let mut pending = children_of(Pid::this());
+    while let Some(pid) = pending.pop() {
+        if !found.contains(&pid) {
+            found.push(pid);
+            pending.extend(children_of(pid));
+        }
+    }
+    Some(found)
+}
+
+/// The children of every thread of `pid` (none when it has gone).
+fn children_of(pid: Pid) -> Vec<Pid> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .map(Pid::from_raw)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// The live processes of this machine that `keep` accepts.
@@ -469,7 +519,10 @@ fn has_env_entry(pid: Pid, entry: &str) -> bool {
 /// daemonized processes stay below the agent and are found and reaped by it.
 pub fn become_subreaper() -> io::Result<()> {
     #[cfg(target_os = "linux")]
-    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+    {
+        nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+        SUBREAPER.store(true, Ordering::Relaxed);
+    }
     Ok(())
 }
 
@@ -480,8 +533,30 @@ pub fn become_subreaper() -> io::Result<()> {
 /// Every other child of this process is reaped too: a process that runs the agent should start
 /// its other children through [`start`] or not at all.
 pub fn reap_orphans() -> usize {
-    use nix::sys::wait::{waitpid, WaitPidFlag};
+    use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag};
     let awaited = awaited();
+    let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    let mut reaped = 0;
+    // Each exited child in turn, looked at without reaping it; the first that is a job's top
+    // process would stand in front of the others, so the rest is found through /proc.
+    while let Ok(status) = waitid(Id::All, peek) {
+        let Some(pid) = status.pid() else {
+            return reaped; // children, none exited
+        };
+        if awaited.contains(&pid.as_raw()) {
+            return reaped + reap_scanning(&awaited);
+        }
+        if waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_err() {
+            return reaped;
+        }
+        reaped += 1;
+    }
+    reaped // no children at all
+}
+
+/// Reaps the exited children that `/proc` shows, but the `awaited` ones.
+fn reap_scanning(awaited: &[i32]) -> usize {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
     let me = Pid::this();
     let Ok(entries) = fs::read_dir("/proc") else {
         return 0;

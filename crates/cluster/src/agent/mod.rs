@@ -834,9 +834,9 @@ impl Agent {
         }
     }
 
-    /// Reaps orphans and ends the jobs whose top process has exited.
+    /// Ends the jobs and tasks whose top process has exited, then reaps orphans (with the
+    /// top processes collected first, no exited one stands in front of the orphans).
     async fn reap_ended(&mut self) {
-        exec::reap_orphans();
         self.reap_tasks();
         let mut index = 0;
         while index < self.jobs.len() {
@@ -848,6 +848,7 @@ impl Agent {
             }
             index += 1;
         }
+        exec::reap_orphans();
     }
 }
 
