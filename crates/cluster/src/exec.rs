@@ -10,7 +10,9 @@
 //!
 //! In a subreaper whose kernel lists children (`/proc/<pid>/task/<tid>/children`), every
 //! process of its jobs lies in its own process tree, so the two tests run on that tree
-//! alone; elsewhere on every process of the machine.
+//! alone; elsewhere on every process of the machine. (A process another daemon starts with
+//! a copy of the job's environment, as `at` would, is not the job's: it is in neither the
+//! tree nor the job's cgroup, as it is outside PBS's tracking.)
 
 use std::ffi::OsString;
 use std::fs;
@@ -366,8 +368,9 @@ impl Drop for RunningJob {
 }
 
 /// Sends `signal` to every process of the job whose top process leads session `session`:
-/// members of the session and processes whose environment holds `marker` ([`job_marker`]).
-/// Returns how many processes were signalled.
+/// members of the session and processes whose environment holds `marker` ([`job_marker`]),
+/// looked for as [`job_processes`] does (in a subreaper, below it alone). Returns how many
+/// processes were signalled.
 ///
 /// A process may fork between the look-up and the signal; the look-up is repeated until it
 /// finds no process not yet signalled (at most a few rounds, against fork bombs).
@@ -399,13 +402,22 @@ fn signal_each(look_up: impl Fn() -> Vec<Pid>, signal: Signal) -> usize {
 }
 
 /// The live processes of a job: its session's members and every process whose environment
-/// holds `marker` ([`job_marker`]).
+/// holds `marker` ([`job_marker`]). In a subreaper that started the job they are looked for
+/// below it ([`own_descendants`]), unless the job's top process, alive, is not seen there
+/// (a `/proc` that lists no children): then among every process.
 pub fn job_processes(marker: &str, session: Pid) -> Vec<Pid> {
     let belongs = |pid: Pid| in_session(pid, session) || has_env_entry(pid, marker);
     match own_descendants() {
-        Some(below) => below.into_iter().filter(|&pid| belongs(pid)).collect(),
-        None => processes_where(belongs),
+        Some(below) if below.contains(&session) || !is_alive(session) => {
+            below.into_iter().filter(|&pid| belongs(pid)).collect()
+        }
+        _ => processes_where(belongs),
     }
+}
+
+/// Whether `pid` names a process (a zombie included).
+fn is_alive(pid: Pid) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Set once this process is a child subreaper ([`become_subreaper`]).
@@ -421,15 +433,14 @@ fn own_descendants() -> Option<Vec<Pid>> {
     if !lists || !SUBREAPER.load(Ordering::Relaxed) {
         return None;
     }
-    let mut found: Vec<Pid> = Vec::new();
+    let mut found = std::collections::HashSet::new();
     let mut pending = children_of(Pid::this());
     while let Some(pid) = pending.pop() {
-        if !found.contains(&pid) {
-            found.push(pid);
+        if found.insert(pid) {
             pending.extend(children_of(pid));
         }
     }
-    Some(found)
+    Some(found.into_iter().collect())
 }
 
 /// The children of every thread of `pid` (none when it has gone).
@@ -439,7 +450,7 @@ fn children_of(pid: Pid) -> Vec<Pid> {
     };
     tasks
         .flatten()
-        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .filter_map(|task| read_at_once(&task.path().join("children")))
         .flat_map(|list| {
             list.split_whitespace()
                 .filter_map(|child| child.parse().ok())
@@ -447,6 +458,22 @@ fn children_of(pid: Pid) -> Vec<Pid> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// A `/proc` list read in one `read` where it fits 64 KiB: the kernel finds its place again
+/// by position at each read, so a child reaped between two reads would hide the next one.
+fn read_at_once(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 64 << 10];
+    let n = file.read(&mut buf).ok()?;
+    if n == buf.len() {
+        // Longer than one read: the rest, as it comes.
+        file.read_to_end(&mut buf).ok()?;
+    } else {
+        buf.truncate(n);
+    }
+    String::from_utf8(buf).ok()
 }
 
 /// The live processes of this machine that `keep` accepts.
@@ -533,30 +560,45 @@ pub fn become_subreaper() -> io::Result<()> {
 /// Every other child of this process is reaped too: a process that runs the agent should start
 /// its other children through [`start`] or not at all.
 pub fn reap_orphans() -> usize {
-    use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag};
     let awaited = awaited();
-    let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     let mut reaped = 0;
     // Each exited child in turn, looked at without reaping it; the first that is a job's top
     // process would stand in front of the others, so the rest is found through /proc.
-    while let Ok(status) = waitid(Id::All, peek) {
-        let Some(pid) = status.pid() else {
-            return reaped; // children, none exited
-        };
-        if awaited.contains(&pid.as_raw()) {
+    while let Some(pid) = next_exited_child() {
+        if awaited.contains(&pid) {
             return reaped + reap_scanning(&awaited);
         }
-        if waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_err() {
-            return reaped;
-        }
+        reap(pid);
         reaped += 1;
     }
-    reaped // no children at all
+    reaped
+}
+
+/// An exited child of this process, left unreaped (`waitid` with `WNOWAIT`); `None` when no
+/// child has exited (or there is none). The raw call: a status nix cannot decode (a death by
+/// a real-time signal) must not hide the child.
+fn next_exited_child() -> Option<i32> {
+    // SAFETY: a zeroed siginfo_t is a valid out-parameter; waitid writes it.
+    let mut info: nix::libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = nix::libc::WEXITED | nix::libc::WNOHANG | nix::libc::WNOWAIT;
+    // SAFETY: P_ALL with a valid siginfo_t pointer; WNOWAIT leaves the child as it is.
+    if unsafe { nix::libc::waitid(nix::libc::P_ALL, 0, &mut info, flags) } != 0 {
+        return None;
+    }
+    // SAFETY: waitid filled `info` for a child (or left si_pid 0 when none has exited).
+    let pid = unsafe { info.si_pid() };
+    (pid != 0).then_some(pid)
+}
+
+/// Reaps child `pid`, whatever its status.
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    unsafe { nix::libc::waitpid(pid, &mut status, nix::libc::WNOHANG) };
 }
 
 /// Reaps the exited children that `/proc` shows, but the `awaited` ones.
 fn reap_scanning(awaited: &[i32]) -> usize {
-    use nix::sys::wait::{waitpid, WaitPidFlag};
     let me = Pid::this();
     let Ok(entries) = fs::read_dir("/proc") else {
         return 0;
@@ -566,7 +608,7 @@ fn reap_scanning(awaited: &[i32]) -> usize {
         .filter(|pid| !awaited.contains(pid))
         .map(Pid::from_raw)
         .filter(|&pid| is_zombie_child_of(pid, me))
-        .filter(|&pid| waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_ok())
+        .inspect(|&pid| reap(pid.as_raw()))
         .count()
 }
 
@@ -736,6 +778,28 @@ mod tests {
         assert!(reap_orphans() >= 1);
         assert!(!Path::new(&format!("/proc/{orphan}")).exists());
         assert_eq!(job.wait().unwrap(), (Some(7), None));
+    }
+
+    #[test]
+    fn a_child_killed_by_a_real_time_signal_holds_up_no_reaping() {
+        let me = Pid::this();
+        // Never waited for here: reaping them is the reaper's job.
+        #[allow(clippy::zombie_processes)]
+        let rt = Command::new("/bin/sh")
+            .args(["-c", "kill -35 $$"])
+            .spawn()
+            .unwrap();
+        let rt = Pid::from_raw(rt.id() as i32);
+        wait_until("a death by signal 35", || is_zombie_child_of(rt, me));
+        #[allow(clippy::zombie_processes)]
+        let later = Command::new("/bin/true").spawn().unwrap();
+        let later = Pid::from_raw(later.id() as i32);
+        wait_until("both reaped", || {
+            reap_orphans();
+            [rt, later]
+                .iter()
+                .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        });
     }
 
     #[test]

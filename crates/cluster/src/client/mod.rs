@@ -110,12 +110,15 @@ impl Client {
                 path: self.socket.clone(),
                 source,
             })?;
-        stream
-            .write_all(&http1::request(method, path, body))
-            .map_err(|e| transport(&e))?;
+        let wrote = stream.write_all(&http1::request(method, path, body));
         let mut bytes = Vec::new();
-        stream.read_to_end(&mut bytes).map_err(|e| transport(&e))?;
-        let response = http1::parse_response(&bytes).map_err(|e| transport(&e))?;
+        let read = stream.read_to_end(&mut bytes);
+        // A server that refuses a request (too large) answers and closes without reading the
+        // rest of it: its answer says more than the broken pipe or the reset that follow.
+        let response = http1::parse_response(&bytes).map_err(|parse| match (wrote, read) {
+            (Err(e), _) | (_, Err(e)) => transport(&e),
+            _ => transport(&parse),
+        })?;
         if !(200..300).contains(&response.status) {
             return Err(ClientError::Transport(format!(
                 "{} {}: {}",
