@@ -6,7 +6,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUTMD=$(realpath -m "${1:-$ROOT/bench/results/cluster-$(date -u +%Y-%m-%d).md}")  # the run cds away
 HPCBOX=${HPCBOX:-$ROOT/target/release/hpcbox}
 [ -x "$HPCBOX" ] || (cd "$ROOT" && cargo build --release -p hpcbox) || exit 1
-N_HPC=${N_HPC:-1000}; N_SDEF=${N_SDEF:-30}; N_STUN=${N_STUN:-60}; NHELD=${NHELD:-1000}; NHELD_BIG=${NHELD_BIG:-10000}; NARR=${NARR:-1000}
+N_HPC=${N_HPC:-1000}; N_SDEF=${N_SDEF:-30}; N_STUN=${N_STUN:-60}; NHELD=${NHELD:-1000}; NHELD_BIG=${NHELD_BIG:-10000}; NARR=${NARR:-1000}; NARR_BIG=${NARR_BIG:-10000}
 ARR_CAP_S=${ARR_CAP_S:-90}       # cap on a Slurm array run (rate then from the tasks done)
 W=$(mktemp -d /tmp/clusterbench.XXXX); cd "$W"
 export HPCBOX_HOME=$W/hpcbox-home
@@ -45,7 +45,7 @@ J
 mkstart(){ printf '#!/bin/bash\ndate +%%s.%%N > %s\n' "$1" > start_job.sh; }
 
 say "# machine"; START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-rec bench_user "$BENCH_USER"; rec n_array "$NARR"; rec nproc "$(nproc)"; rec cpu "$(lscpu | grep 'Model name' | sed 's/.*: *//')"
+rec bench_user "$BENCH_USER"; rec n_array "$NARR"; rec n_array_big "$NARR_BIG"; rec nproc "$(nproc)"; rec cpu "$(lscpu | grep 'Model name' | sed 's/.*: *//')"
 rec mem_total_GiB "$(free -g | awk '/Mem:/{print $2}')"; rec load_at_start "$START_LOAD"
 
 ################ hpcbox ################
@@ -89,6 +89,13 @@ bench_hpcbox(){
   rec hpcbox_qstat_held_big_lines "$(hpc_n_running)"
   rm -f qs.raw; for i in $(seq 10); do a=$EPOCHREALTIME; "$HPCBOX" qstat >/dev/null; b=$EPOCHREALTIME; echo "$a $b" >> qs.raw; done; spans < qs.raw > qs.txt
   rec hpcbox_qstat_held_big_ms "$(median < qs.txt | awk '{printf "%.2f",$1*1000}')"
+  "$HPCBOX" down >>"$LOG" 2>&1
+  # 6. the large array, hpcbox alone (Slurm's array rate below puts it at hours), on a fresh
+  # server: not behind 11,000 held jobs, and leaving none in the history of the measures above
+  rm -rf "$HPCBOX_HOME"; "$HPCBOX" up --cpus 2 --mem 4GB >>"$LOG" 2>&1 || { say "hpcbox up failed"; return 1; }
+  chmod 755 "$HPCBOX_HOME"
+  t0=$EPOCHREALTIME; as_user "$HPCBOX" qsub -J 1-$NARR_BIG job_true.sh >/dev/null; hpc_wait_empty; t1=$EPOCHREALTIME
+  rec hpcbox_array_big_s "$(echo "$t1-$t0"|bc -l|cut -c1-6) ($NARR_BIG tasks)"
   "$HPCBOX" down >>"$LOG" 2>&1
 }
 

@@ -111,7 +111,8 @@ impl Client {
                 source,
             })?;
         let wrote = stream.write_all(&http1::request(method, path, body));
-        let mut bytes = Vec::new();
+        // Room for most answers at once (read_to_end would start with 32 bytes).
+        let mut bytes = Vec::with_capacity(16 << 10);
         let read = stream.read_to_end(&mut bytes);
         // A server that refuses a request (too large) answers and closes without reading the
         // rest of it: its answer says more than the broken pipe or the reset that follow.
