@@ -561,7 +561,8 @@ fn body_collectives() -> Res {
 
 /// Collectives of 16 MiB, the largest message size the world is checked at, against the
 /// serial reference: bcast, reduce and allreduce of 16 MiB of doubles (bit-identical to the
-/// documented order), allgather and alltoall moving 16 MiB from each rank.
+/// documented order), gather, scatter and allgather of 16 MiB in all, alltoall of 16 MiB
+/// from each rank.
 fn body_collectives_large() -> Res {
     const LEN: usize = 2 << 20; // doubles: 16 MiB
     let w = hpcbox_comm::init().map_err(e)?;
@@ -589,6 +590,20 @@ fn body_collectives_large() -> Res {
     let gathered = w.allgather(&all[r][..block]).map_err(e)?;
     let want: Vec<f64> = all.iter().flat_map(|a| a[..block].to_vec()).collect();
     check!(bits(&gathered) == bits(&want), "allgather of 16 MiB");
+    let got = w.gather(root, &all[r][..block]).map_err(e)?;
+    if r == root {
+        check!(
+            got.as_deref().map(bits) == Some(bits(&want)),
+            "gather of 16 MiB"
+        );
+    }
+    let mine = w
+        .scatter(root, (r == root).then_some(&all[root][..block * n]))
+        .map_err(e)?;
+    check!(
+        bits(&mine) == bits(&all[root][r * block..(r + 1) * block]),
+        "scatter of 16 MiB"
+    );
     let exchanged = w.alltoall(&all[r][..block * n]).map_err(e)?;
     let want: Vec<f64> = all
         .iter()
