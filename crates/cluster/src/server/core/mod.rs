@@ -199,6 +199,8 @@ pub struct Core {
     history_seconds: u64,
     /// When finished jobs were last purged.
     last_purge: i64,
+    /// The second whose waiting jobs were last looked at ([`Core::release_waiting`]).
+    last_release: i64,
     /// Tasks of jobs running on their other hosts (`pbs_tmrsh`), by the server's number.
     tasks: BTreeMap<u64, tasks::PendingTask>,
     /// The server's number for the next task: this run's count of starts in the high half,
@@ -234,6 +236,7 @@ impl Core {
             kill_delay: 10,
             history_seconds: DEFAULT_HISTORY_SECONDS,
             last_purge: i64::MIN,
+            last_release: i64::MIN,
             tasks: BTreeMap::new(),
             next_task,
         };

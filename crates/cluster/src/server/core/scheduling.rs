@@ -28,7 +28,14 @@ impl Core {
     }
 
     /// Jobs in state W whose execution time has come become eligible (Q), unless held.
+    /// Looked for once a second (not at every cycle, which looked at every job): times are
+    /// whole seconds, and a job whose time has come is never submitted waiting, so none
+    /// comes due within a second already looked at.
     pub(super) fn release_waiting(&mut self, now: i64) {
+        if now <= self.last_release {
+            return;
+        }
+        self.last_release = now;
         let due: Vec<u64> = self
             .jobs
             .values()
