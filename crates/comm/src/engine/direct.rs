@@ -5,6 +5,7 @@
 //! else (another message first, one in pieces, a wait longer than a few microseconds) goes
 //! the general way, with nothing consumed.
 
+use super::wire::whole_message;
 use super::{Engine, Envelope, Matcher, HEADER};
 use crate::transport::shm::MIN_RECORD;
 
@@ -40,11 +41,8 @@ impl Engine {
                 std::hint::spin_loop();
                 continue;
             }
-            let record = t.peek_record(src)?;
-            let (hdr, body) = record.split_first_chunk::<HEADER>()?;
-            let env = Envelope::decode(hdr);
-            let fits = env.len == body.len() as u64
-                && env.kind == kind
+            let (env, body) = whole_message(t.peek_record(src)?)?;
+            let fits = env.kind == kind
                 && body.len() <= buf.len()
                 && body.len().is_multiple_of(unit.max(1))
                 && m.accepts(env.ctx, env.src, env.tag);

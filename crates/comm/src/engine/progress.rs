@@ -2,7 +2,7 @@
 //! outgoing messages, sends, and rounds of reading what the other ranks sent.
 
 use super::matching::Landing;
-use super::wire::{message, MAX_LEN};
+use super::wire::{message, whole_message, MAX_LEN};
 use super::{Backoff, Engine, Envelope, Matcher, Message, HEADER, SWEEP_EVERY};
 use crate::single_copy::{self, SingleCopy};
 use crate::transport::Transport;
@@ -141,12 +141,7 @@ fn take_whole(
     land: Option<&mut Landing>,
     posted: &mut Vec<(u64, Matcher)>,
 ) -> Option<(Message, bool)> {
-    let record = t.peek_record(src)?;
-    let (hdr, body) = record.split_first_chunk::<HEADER>()?;
-    let env = Envelope::decode(hdr);
-    if env.len != body.len() as u64 {
-        return None;
-    }
+    let (env, body) = whole_message(t.peek_record(src)?)?;
     let taken = match land {
         Some(l) if l.takes(posted, env.ctx, env.src, env.tag, env.kind, env.len) => {
             l.claim(posted);

@@ -44,6 +44,14 @@ impl Envelope {
     }
 }
 
+/// The envelope and payload of a record of the transport that holds one message whole, if it
+/// does (a long message streams through several).
+pub(super) fn whole_message(record: &[u8]) -> Option<(Envelope, &[u8])> {
+    let (hdr, body) = record.split_first_chunk::<HEADER>()?;
+    let env = Envelope::decode(hdr);
+    (env.len == body.len() as u64).then_some((env, body))
+}
+
 /// A received message.
 #[derive(Debug)]
 pub(crate) struct Message {
