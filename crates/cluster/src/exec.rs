@@ -600,16 +600,12 @@ fn reap(pid: i32) {
 /// Reaps the exited children that `/proc` shows, but the `awaited` ones.
 fn reap_scanning(awaited: &[i32]) -> usize {
     let me = Pid::this();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| !awaited.contains(pid))
-        .map(Pid::from_raw)
-        .filter(|&pid| is_zombie_child_of(pid, me))
-        .inspect(|&pid| reap(pid.as_raw()))
-        .count()
+    let exited =
+        processes_where(|pid| !awaited.contains(&pid.as_raw()) && is_zombie_child_of(pid, me));
+    for pid in &exited {
+        reap(pid.as_raw());
+    }
+    exited.len()
 }
 
 /// Whether `pid` has exited and waits for `parent` to reap it.
