@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{kill_and_wait, read_pid, seq, text, Cluster, HPCBOX};
+use common::{kill_and_wait, read_pid, running, seq, text, Cluster, HPCBOX};
 
 #[test]
 fn a_job_runs_with_the_pbs_environment_and_its_output_lands_where_it_was_submitted() {
@@ -257,10 +257,7 @@ fn qdel_ends_a_process_that_left_the_session_and_cleared_its_environment() {
     cluster.wait_state(&id, "F");
     // Its reaper may take a moment once the job has ended.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(format!("/proc/{escaped}/stat"))
-        .is_ok_and(|stat| !stat.contains(") Z "))
-        && Instant::now() < deadline
-    {
+    while running(escaped) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_gone(escaped);
@@ -296,19 +293,15 @@ fn wait_for_pid(file: &Path) -> i32 {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::fs::read_to_string(file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    read_pid(file)
 }
 
 /// Asserts that process `pid` has exited (a zombie awaiting its reaper counts as gone).
 fn assert_gone(pid: i32) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(
-        stat.is_empty() || stat.contains(") Z "),
-        "process {pid} survived qdel: {stat}"
+        !running(pid),
+        "process {pid} survived qdel: {}",
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()
     );
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{kill_and_wait, read_pid, seq, text, wait_until, Agent, Cluster};
+use common::{kill_and_wait, read_pid, running, seq, text, wait_until, Agent, Cluster};
 
 /// An `hpcbox agent` of this cluster for vnode `node` that reports host `host`.
 fn agent(cluster: &Cluster, node: &str, host: &str) -> Agent {
@@ -133,7 +133,7 @@ sleep 1000
     };
     kill_server();
     std::fs::write(cluster.work.join("go"), "").unwrap();
-    wait_until("the first task gone", || gone(first));
+    wait_until("the first task gone", || !running(first));
     start_server();
     wait_until("the second task started", || {
         cluster.work.join("second.pid").exists()
@@ -145,12 +145,7 @@ sleep 1000
     start_server();
     assert!(cluster.run("qdel", &[&id]).status.success());
     cluster.wait_state(&id, "F");
-    wait_until("the second task gone", || gone(second));
-}
-
-/// Whether process `pid` has exited (a zombie not yet reaped counts as gone).
-fn gone(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.contains(") Z "))
+    wait_until("the second task gone", || !running(second));
 }
 
 #[test]
@@ -168,10 +163,7 @@ sleep 1000
     let task = read_pid(&cluster.work.join("task.pid"));
     assert!(cluster.run("qdel", &[&id]).status.success());
     cluster.wait_state(&id, "F");
-    wait_until("the task gone", || {
-        std::fs::read_to_string(format!("/proc/{task}/stat"))
-            .map_or(true, |stat| stat.contains(") Z "))
-    });
+    wait_until("the task gone", || !running(task));
 }
 
 /// The agent's task socket answers garbage and requests for jobs it does not run with an
