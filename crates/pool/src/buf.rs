@@ -1,6 +1,7 @@
 //! Shared buffers that spare the caller's thread from copying items: the input of a map is
 //! split into chunks without copying ([`Slice`]), and results are written by the workers (or by
-//! the decoder) straight into the final vector ([`OutBuf`]).
+//! the decoder) straight into the final vector ([`OutBuf`]). Where a result fits exactly where
+//! its item was, that vector is the input's own allocation ([`split_for_map`]).
 
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use std::sync::Arc;
 pub struct SharedIn<T> {
     ptr: *mut T,
     cap: usize,
+    /// Whether dropping this frees the allocation: not when a map's [`OutBuf`] took it over.
+    frees: bool,
 }
 
 // SAFETY: the buffer only hands out disjoint slices, each moved to one thread; items are Send.
@@ -18,20 +21,71 @@ unsafe impl<T: Send> Sync for SharedIn<T> {}
 
 impl<T> Drop for SharedIn<T> {
     fn drop(&mut self) {
-        // SAFETY: ptr and cap come from a Vec<T>; length 0 frees the memory only: every item
-        // was moved out or dropped by the slice that owned it.
-        unsafe { drop(Vec::from_raw_parts(self.ptr, 0, self.cap)) };
+        if self.frees {
+            // SAFETY: ptr and cap come from a Vec<T>; length 0 frees the memory only: every
+            // item was moved out or dropped by the slice that owned it.
+            unsafe { drop(Vec::from_raw_parts(self.ptr, 0, self.cap)) };
+        }
     }
 }
 
 /// Splits `items` into consecutive slices of at most `size` items (size ≥ 1).
 pub(crate) fn split<T>(items: Vec<T>, size: usize) -> Vec<Slice<T>> {
     let mut items = ManuallyDrop::new(items);
-    let len = items.len();
-    let buf = Arc::new(SharedIn {
-        ptr: items.as_mut_ptr(),
-        cap: items.capacity(),
+    let (ptr, len, cap) = (items.as_mut_ptr(), items.len(), items.capacity());
+    slices(
+        SharedIn {
+            ptr,
+            cap,
+            frees: true,
+        },
+        len,
+        size,
+    )
+}
+
+/// Whether a map from `T` to `R` may write its results over its items: same size and
+/// alignment, not zero-sized, and nothing to drop (so an item left unread, or a result written
+/// over an item, needs no care).
+fn results_fit_over_items<T, R>() -> bool {
+    use std::mem::{align_of, needs_drop, size_of};
+    size_of::<T>() == size_of::<R>()
+        && align_of::<T>() == align_of::<R>()
+        && size_of::<T>() > 0
+        && !needs_drop::<T>()
+        && !needs_drop::<R>()
+}
+
+/// Splits `items` as [`split`] does, with the vector a map over them fills: the items' own
+/// allocation where [`results_fit_over_items`], as `vec.into_iter().map(f).collect()` reuses
+/// it (no allocation, no fresh pages to fault in, nothing to free), else a new one.
+///
+/// Over its items is safe because each chunk's results go only over that chunk's own items,
+/// and every way of running a chunk has read an item before its result is written: a thread
+/// worker reads item `i` before it writes result `i`; a process worker's chunk is encoded, or
+/// copied into a lane or out of this process, before it runs.
+pub(crate) fn split_for_map<T, R>(items: Vec<T>, size: usize) -> (Vec<Slice<T>>, Arc<OutBuf<R>>) {
+    if !results_fit_over_items::<T, R>() {
+        let out = OutBuf::new(items.len());
+        return (split(items, size), out);
+    }
+    let mut items = ManuallyDrop::new(items);
+    let (ptr, len, cap) = (items.as_mut_ptr(), items.len(), items.capacity());
+    let out = Arc::new(OutBuf {
+        ptr: ptr.cast::<R>(),
+        cap,
     });
+    let shared = SharedIn {
+        ptr,
+        cap,
+        frees: false,
+    };
+    (slices(shared, len, size), out)
+}
+
+/// Cuts the `len` items of `shared` into slices of at most `size` items (size ≥ 1).
+fn slices<T>(shared: SharedIn<T>, len: usize, size: usize) -> Vec<Slice<T>> {
+    let buf = Arc::new(shared);
     let size = size.max(1);
     (0..len)
         .step_by(size)

@@ -318,20 +318,25 @@ fn run_chunk_into<C: Callable<T>, T>(
             total: &mut done,
             local: 0,
         };
-        while count.local < len {
-            let stop = (count.local + 1024).min(len);
-            while count.local < stop {
-                let at = count.local;
-                // SAFETY: item `at` of the slice is initialized and read exactly once.
-                let item = unsafe { src.add(at).read() };
-                let value = call.invoke(item);
-                // SAFETY: position first + at belongs to this chunk and is not written yet.
-                unsafe { out.slot(first + at).write(value) };
-                count.local = at + 1;
+        // SAFETY: positions first.. belong to this chunk.
+        let dst = unsafe { out.slot(first) };
+        // SAFETY (both calls): `src` holds `len` items read once each, `dst` room for `len`
+        // values; each item is read before its value is written, so over it too.
+        if dst.cast::<u8>().cast_const() == src.cast::<u8>() {
+            // Results over their items (`split_for_map`): one pointer for both, so that the
+            // compiler sees where each write goes and still vectorizes.
+            unsafe {
+                fill(
+                    call,
+                    src,
+                    src.cast::<C::Output>().cast_mut(),
+                    len,
+                    killed,
+                    &mut count,
+                )
             }
-            if killed.load(Ordering::Relaxed) {
-                return;
-            }
+        } else {
+            unsafe { fill(call, src, dst, len, killed, &mut count) }
         }
     }));
     let taken = done + usize::from(run.is_err());
@@ -356,6 +361,38 @@ fn run_chunk_into<C: Callable<T>, T>(
         Ok(()) => results.extend(items.map(|_| Err(PoolError::Terminated))),
     }
     Chunk::Mixed(results)
+}
+
+/// Writes `call` of item `i` of `src` to `dst + i`, from `count.local` on to `len`, checking
+/// `killed` every 1,024 items.
+///
+/// # Safety
+/// `src` must hold `len` initialized items, each read here once, and `dst` room for `len`
+/// values; a value may be written over its own item, never over a later one.
+#[inline(always)]
+unsafe fn fill<C: Callable<T>, T>(
+    call: &C,
+    src: *const T,
+    dst: *mut C::Output,
+    len: usize,
+    killed: &AtomicBool,
+    count: &mut Count<'_>,
+) {
+    while count.local < len {
+        let stop = (count.local + 1024).min(len);
+        while count.local < stop {
+            let at = count.local;
+            // SAFETY: item `at` is initialized and read exactly once (the contract).
+            let item = unsafe { src.add(at).read() };
+            let value = call.invoke(item);
+            // SAFETY: position `at` of `dst` is this chunk's, and its item was read.
+            unsafe { dst.add(at).write(value) };
+            count.local = at + 1;
+        }
+        if killed.load(Ordering::Relaxed) {
+            return;
+        }
+    }
 }
 
 /// A count kept in a local while a loop runs and written to `total` when it ends, by unwinding

@@ -918,3 +918,25 @@ fn lanes_come_back_when_results_are_dropped_unread() {
         assert_eq!(pool.map(triple, 0..600_000).unwrap(), want);
     }
 }
+
+/// Results the size of their items come back in the items' own vector, as
+/// `vec.into_iter().map(f).collect()` reuses it, whichever way the chunks travel: the pipe
+/// (small chunks), a lane, the workers' own copies (a larger pool, or chunks too large for a
+/// lane); a result of another size gets a vector of its own.
+#[test]
+fn results_that_fit_over_their_items_reuse_the_items_vector() {
+    let n = 700_000;
+    let want: Vec<i64> = (0..n).map(|x| x * 3).collect();
+    for (workers, chunksize) in [(2, 1_000), (2, 50_000), (2, n as usize), (6, 50_000)] {
+        let pool = Pool::new(workers).unwrap();
+        let mut items: Vec<i64> = Vec::with_capacity(n as usize + 10);
+        items.extend(0..n);
+        let (at, capacity) = (items.as_ptr() as usize, items.capacity());
+        let got = pool.map_chunksize(triple, items, chunksize).unwrap();
+        assert_eq!(got, want, "{workers} workers, chunksize {chunksize}");
+        assert_eq!((got.as_ptr() as usize, got.capacity()), (at, capacity));
+    }
+    let pool = Pool::new(2).unwrap();
+    let halves = pool.map(half, vec![1u32, 2, 3]).unwrap();
+    assert_eq!(halves, [0.5, 1.0, 1.5]);
+}

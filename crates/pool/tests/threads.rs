@@ -288,3 +288,30 @@ fn items_and_results_are_dropped_exactly_once() {
     drop(r);
     assert_eq!(LIVE.load(Ordering::SeqCst), 0);
 }
+
+/// Results the size of their items come back in the items' own vector (as
+/// `vec.into_iter().map(f).collect()` reuses it), right after a panic too; items that own
+/// memory are never written over.
+#[test]
+fn results_that_fit_over_their_items_reuse_the_items_vector() {
+    let pool = ThreadPool::threads(2).unwrap();
+    let items: Vec<u64> = (0..100_000).collect();
+    let at = items.as_ptr() as usize;
+    let got = pool.map(|x: u64| x as f64 * 0.5, items).unwrap();
+    assert_eq!(got.as_ptr() as usize, at);
+    assert!(got.iter().enumerate().all(|(i, v)| *v == i as f64 * 0.5));
+    let bad = |x: u64| {
+        assert!(x != 60_000, "no {x}");
+        x + 1
+    };
+    let err = pool
+        .map(bad, (0..100_000).collect::<Vec<u64>>())
+        .unwrap_err();
+    assert!(
+        matches!(err, PoolError::Panicked { index: 60_000, .. }),
+        "{err:?}"
+    );
+    let strings: Vec<String> = (0..1_000).map(|i| i.to_string()).collect();
+    let lens = pool.map(|s: String| s + "!", strings).unwrap();
+    assert_eq!(lens[999], "999!");
+}

@@ -389,5 +389,16 @@ mod tests {
                 .unwrap(),
             want
         );
+        // Results written over their items (`split_for_map`), both ways too.
+        let items: Vec<u64> = (0..1_000_000).collect();
+        let halves: Vec<f64> = items.iter().map(|&x| x as f64 / 2.0).collect();
+        for chunksize in [125_000, 600_000] {
+            let got = pool.map_chunksize(half, items.clone(), chunksize);
+            assert_eq!(got.unwrap(), halves);
+        }
+    }
+
+    fn half(x: u64) -> f64 {
+        x as f64 / 2.0
     }
 }
