@@ -88,7 +88,10 @@ lines.append(f"| {int(rs['pi_samples']):.0e} | {s:.3f} s (pi ≈ {rs['pi_serial_
 report.append(f"pi {int(rs['pi_samples']):.0e}: serial {s:.3f}s, pool2 {p2:.3f}s, speed-up {s / p2:.2f}x (aim 1.9x) {met}")
 lines.append("\n## Method\n")
 lines.append("- Each map's input vector is built before its timer starts, as Python's peer maps over a "
-             "list that already exists; the result vector is part of the timing on both sides.")
+             "list that already exists; the result vector is part of the timing on both sides. "
+             "hpcbox's map of `i64` to `i64` returns its results in the input's own vector (as "
+             "`vec.into_iter().map(f).collect()` does); rayon's `collect` allocates a new one, as "
+             "Python builds a new list.")
 lines.append("- Process workers: `Pool::new(2)` (fork) against `multiprocessing.Pool(2)` (fork start), "
              "the same function `x + 1`, the same chunk sizes (Python's default: 125,000 here).")
 lines.append("- Thread workers and rayon are both driven from the main thread with 2 threads; a map "
