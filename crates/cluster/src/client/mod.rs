@@ -2,7 +2,7 @@
 
 pub mod http1;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -101,8 +101,7 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport(e.to_string()))
     }
 
-    /// Sends one request and reads its whole response (the server closes the connection
-    /// after it); the body of a successful one.
+    /// Sends one request and reads its whole response; the body of a successful one.
     fn exchange(&self, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, ClientError> {
         let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
         let mut stream =
@@ -111,9 +110,9 @@ impl Client {
                 source,
             })?;
         let wrote = stream.write_all(&http1::request(method, path, body));
-        // Room for most answers at once (read_to_end would start with 32 bytes).
+        // Room for most answers at once.
         let mut bytes = Vec::with_capacity(16 << 10);
-        let read = stream.read_to_end(&mut bytes);
+        let read = http1::read_response(&mut stream, &mut bytes);
         // A server that refuses a request (too large) answers and closes without reading the
         // rest of it: its answer says more than the broken pipe or the reset that follow.
         let response = http1::parse_response(&bytes).map_err(|parse| match (wrote, read) {
