@@ -29,7 +29,9 @@ L = []
 L.append("# hpcbox vs Slurm, one node — %s\n" % datetime.date.today().isoformat())
 L.append("Script: `bench/cluster/run.sh` (installs/starts Slurm 22.05 per `shared/recipes/slurm-local.md`, "
          "starts hpcbox in a temp `HPCBOX_HOME` with `--cpus 2 --mem 4GB`, measures all three in one run; "
-         "`report.py` writes this file).\n")
+         "`report.py` writes this file). hpcbox runs from a copy of the release binary in the run's directory, "
+         "as an installed binary would (one the linker has just written starts ~0.35 ms slower until its "
+         "pages are read back).\n")
 L.append("Machine: `nproc` = %s, Model name: %s, `free -g` total %s GiB; load average at start %s, at end %s. "
          "Whole run: %s s.\n" % (kv.get("nproc"), kv.get("cpu"), kv.get("mem_total_GiB"), kv.get("load_at_start"),
                                  kv.get("load_at_end"), kv.get("total_run_s")))
