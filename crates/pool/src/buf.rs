@@ -150,6 +150,10 @@ impl<T> ExactSizeIterator for Slice<T> {}
 
 impl<T> Drop for Slice<T> {
     fn drop(&mut self) {
+        if !std::mem::needs_drop::<T>() {
+            // Nothing to drop, and nothing to touch: a map's results may own this memory now.
+            return;
+        }
         let rest = std::ptr::slice_from_raw_parts_mut(
             // SAFETY: in bounds of the allocation (next ≤ end ≤ len).
             unsafe { self.buf.ptr.add(self.next) },

@@ -65,7 +65,7 @@ impl Job {
 
     /// The task's full size, whichever way it travels.
     pub(super) fn size(&self) -> usize {
-        self.frame.len() + self.raw.as_ref().map_or(0, |r| 1 + r.bytes().len())
+        self.frame.len() + self.raw.as_ref().map_or(0, |r| 1 + r.byte_len())
     }
 
     /// The frame that tells a worker to copy this chunk from `src`, and its results to the
@@ -100,13 +100,20 @@ impl Job {
 
 /// The items of a chunk of primitive numbers, as their bytes.
 pub(super) trait RawItems: Send {
+    /// The items' bytes; only before the chunk runs (its results may be written over them).
     fn bytes(&self) -> &[u8];
+    /// How many bytes the items take, without looking at them.
+    fn byte_len(&self) -> usize;
 }
 
 impl<T: Send + 'static> RawItems for Slice<T> {
     /// Only made for primitive number types ([`raw_size`](super::codec::raw_size)).
     fn bytes(&self) -> &[u8] {
         raw_bytes(self.as_slice()).unwrap_or_default()
+    }
+
+    fn byte_len(&self) -> usize {
+        self.len() * std::mem::size_of::<T>()
     }
 }
 

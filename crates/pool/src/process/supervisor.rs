@@ -109,6 +109,7 @@ impl Supervisor {
                     slot,
                     lane_busy: [false; LANES],
                     declined: Vec::new(),
+                    replies_lost: false,
                 });
                 Ok(())
             }
@@ -236,7 +237,11 @@ impl Supervisor {
                         self.read_worker_at(i); // replies written just before dying
                         Some(death_of(status))
                     }
-                    Err(_) => Some(Death::Unknown),
+                    Err(_) => {
+                        // Gone (reaped elsewhere, or SIGCHLD ignored): its replies first.
+                        self.read_worker_at(i);
+                        Some(Death::Unknown)
+                    }
                 }
             };
             let Some(death) = status else {
@@ -270,18 +275,20 @@ impl Supervisor {
     }
 
     /// Settles the jobs of a worker that ended: the running one failed, the rest go back.
+    /// When its replies were lost, every job it was sent failed: any of them may have run, and
+    /// a map's results may be over its items.
     ///
-    /// The failed job is returned, to be reported once the replacement is started (so that a
+    /// The failed jobs are returned, to be reported once the replacement is started (so that a
     /// caller who sees the failure also sees the new worker).
-    fn retire(&mut self, mut w: Worker, death: Death) -> Option<(Job, JobEnd)> {
-        let started = w.sent > 0 || w.offset > 0;
-        let failed = if started {
-            w.inflight
-                .pop_front()
-                .map(|job| (job, JobEnd::Died(w.pid.as_raw() as u32, death)))
-        } else {
-            None
-        };
+    fn retire(&mut self, mut w: Worker, death: Death) -> Vec<(Job, JobEnd)> {
+        let sent = w.sent + usize::from(w.offset > 0);
+        let ran = if w.replies_lost { sent } else { sent.min(1) };
+        let pid = w.pid.as_raw() as u32;
+        let failed = w
+            .inflight
+            .drain(..ran.min(w.inflight.len()))
+            .map(|job| (job, JobEnd::Died(pid, death)))
+            .collect();
         while let Some(mut job) = w.inflight.pop_back() {
             job.lane = None; // its lane belonged to the dead worker
             self.pending.push_front(job);

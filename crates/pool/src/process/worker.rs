@@ -39,6 +39,9 @@ pub(super) struct Worker {
     pub(super) lane_busy: [bool; LANES],
     /// Cross-memory jobs the worker declined, to be sent again another way.
     pub(super) declined: Vec<Job>,
+    /// Its replies could not all be read (a malformed stream, a failed read): which of its
+    /// jobs ran is unknown, so none is sent again (a map's results may be over its items).
+    pub(super) replies_lost: bool,
 }
 
 pub(super) const EXIT_FRAME: [u8; 5] = [1, 0, 0, 0, KIND_EXIT];
@@ -195,6 +198,7 @@ impl Worker {
                     std::io::ErrorKind::WouldBlock => break,
                     _ => {
                         self.eof = true;
+                        self.replies_lost = true;
                         break;
                     }
                 }
@@ -205,6 +209,7 @@ impl Worker {
                 // A broken stream: kill the worker; its exit settles its jobs.
                 let _ = kill(self.pid, Signal::SIGKILL);
                 self.eof = true;
+                self.replies_lost = true;
                 break;
             }
         }
