@@ -18,6 +18,7 @@ use super::engine::IN_WORKER;
 use super::lanes::{
     lane_area, KIND_TASK_LANE, LANES, LANE_BYTES, LANE_REPLY_FRAME, LANE_TASK_FRAME, TAG_REPLY_LANE,
 };
+use super::sys::set_blocking;
 use super::{
     CHILD_FAILED, KIND_EXIT, KIND_TASK, REPLY_HEADER, TAG_INIT_FAILED, TAG_REPLY, TASK_HEADER,
 };
@@ -261,6 +262,8 @@ fn child_loop(setup: &ChildSetup) -> i32 {
         // SAFETY: these are the parent's ends of other pipes; the child never uses them.
         unsafe { libc::close(fd) };
     }
+    set_blocking(setup.input);
+    set_blocking(setup.output);
     // SAFETY: the child owns its two pipe ends from now on and never gives them back.
     let mut input = std::io::BufReader::with_capacity(1 << 16, unsafe {
         std::fs::File::from_raw_fd(setup.input)

@@ -17,7 +17,7 @@ use super::codec::{encode_task, raw_size};
 use super::job::{decode_end, Job, JobEnd, RawItems};
 use super::lanes::{Lanes, LANE_BYTES, LANE_MIN};
 use super::supervisor::Supervisor;
-use super::sys::{pipe, set_nonblocking};
+use super::sys::nonblocking_pipe;
 use super::{KIND_TASK, TASK_HEADER};
 use crate::buf::{OutBuf, Slice};
 use crate::call::{
@@ -107,9 +107,7 @@ impl Kind for Processes {
 
     fn start(cfg: Arc<Config>) -> Result<Arc<ProcessEngine>, PoolError> {
         quiet_worker_panics();
-        let (wake_r, wake_w) = pipe().map_err(|e| PoolError::Spawn(e.to_string()))?;
-        set_nonblocking(&wake_r);
-        set_nonblocking(&wake_w);
+        let (wake_r, wake_w) = nonblocking_pipe().map_err(|e| PoolError::Spawn(e.to_string()))?;
         let wake_reader = wake_r
             .try_clone()
             .map_err(|e| PoolError::Spawn(e.to_string()))?;

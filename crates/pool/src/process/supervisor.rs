@@ -12,7 +12,7 @@ use super::child::{child_main, ChildSetup};
 use super::engine::{Mode, Shared};
 use super::job::{Job, JobEnd};
 use super::lanes::{Lanes, LANES};
-use super::sys::{death_of, drain_pipe, pipe, pollfd, reap, set_nonblocking};
+use super::sys::{death_of, drain_pipe, nonblocking_pipe, pollfd, reap};
 use super::worker::{Worker, EXIT_FRAME};
 use crate::call::Config;
 use crate::error::{Death, PoolError};
@@ -53,8 +53,8 @@ impl Supervisor {
 
     fn spawn(&mut self) -> Result<(), PoolError> {
         let spawn_err = |e: nix::Error| PoolError::Spawn(e.to_string());
-        let (in_r, in_w) = pipe().map_err(spawn_err)?;
-        let (out_r, out_w) = pipe().map_err(spawn_err)?;
+        let (in_r, in_w) = nonblocking_pipe().map_err(spawn_err)?;
+        let (out_r, out_w) = nonblocking_pipe().map_err(spawn_err)?;
         let mut close = vec![
             self.wake_r.as_raw_fd(),
             self.shared.wake_w.as_raw_fd(),
@@ -85,8 +85,6 @@ impl Supervisor {
             nix::unistd::ForkResult::Parent { child } => {
                 drop(in_r);
                 drop(out_w);
-                set_nonblocking(&in_w);
-                set_nonblocking(&out_r);
                 #[cfg(target_os = "linux")]
                 // SAFETY: fcntl on our own pipe; failure (size over the system limit) is fine.
                 unsafe {

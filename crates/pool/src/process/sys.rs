@@ -17,16 +17,17 @@ pub(super) fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     }
 }
 
-pub(super) fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+/// A pipe whose ends are non-blocking and closed on exec (a worker makes its own ends
+/// blocking again with [`set_blocking`]).
+pub(super) fn nonblocking_pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
 }
 
-pub(super) fn set_nonblocking(fd: &OwnedFd) {
-    // SAFETY: fcntl flag changes on a descriptor we own.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
+/// Clears `O_NONBLOCK` on a pipe end of [`nonblocking_pipe`] (its only status flag).
+pub(super) fn set_blocking(fd: RawFd) {
+    // SAFETY: a status flag change on a descriptor of this process.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
 }
 
 pub(super) fn drain_pipe(fd: &OwnedFd) {
