@@ -205,7 +205,8 @@ fn qdel_ends_a_running_job_and_everything_it_started() {
     let daemon = wait_for_pid(&marker);
     assert!(cluster.run("qdel", &[&id]).status.success());
     cluster.wait_state(&id, "F");
-    assert_eq!(cluster.attr(&id, "Exit_status").as_deref(), Some("271"));
+    let exit = cluster.attr(&id, "Exit_status");
+    assert_eq!(exit.as_deref(), Some("271"), "{}", cluster.diagnose(&id));
     assert_gone(daemon);
     let comment = cluster.attr(&id, "comment").unwrap();
     assert!(comment.contains("and terminated"), "{comment}");

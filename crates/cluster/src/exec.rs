@@ -110,6 +110,9 @@ fn awaited() -> MutexGuard<'static, Vec<i32>> {
 #[derive(Debug)]
 pub struct RunningJob {
     child: Child,
+    /// Whether the top process has been waited for (its pid, and so the job's process group
+    /// id, may then be another's).
+    top_reaped: bool,
     marker: String,
     /// The `cgroup.procs` of the job's cgroup, when it has one: every process the job made,
     /// whatever it did to its session and environment.
@@ -219,6 +222,7 @@ pub fn start(job_id: &str, launch: &Launch) -> io::Result<RunningJob> {
         let _ = stdin.write_all(&line);
     }
     Ok(RunningJob {
+        top_reaped: false,
         child,
         marker: job_marker(job_id, &launch.env),
         cgroup_procs: launch.cgroup_procs.clone(),
@@ -317,6 +321,7 @@ impl RunningJob {
         use std::os::unix::process::ExitStatusExt;
         let status = self.child.try_wait()?;
         if status.is_some() {
+            self.top_reaped = true;
             self.release();
         }
         Ok(status.map(|status| (status.code(), status.signal())))
@@ -326,6 +331,7 @@ impl RunningJob {
     pub fn wait(&mut self) -> io::Result<(Option<i32>, Option<i32>)> {
         use std::os::unix::process::ExitStatusExt;
         let status = self.child.wait()?;
+        self.top_reaped = true;
         self.release();
         Ok((status.code(), status.signal()))
     }
@@ -356,8 +362,14 @@ impl RunningJob {
 
     /// Sends `signal` to every process of the job ([`RunningJob::processes`]); returns how
     /// many were signalled.
+    ///
+    /// The job's process group (its top process leads it) gets the signal first, in one call,
+    /// as PBS signals a job's session: a shell and its foreground command then both have it
+    /// before either runs again, so the shell dies by the signal rather than exiting with
+    /// 128 + N on seeing its command killed (Exit_status 271, not 143, for a qdel).
     pub fn signal_all(&self, signal: Signal) -> usize {
-        signal_each(|| self.processes(), signal)
+        let group = (!self.top_reaped).then(|| self.session());
+        signal_each(|| self.processes(), group, signal)
     }
 }
 
@@ -375,13 +387,19 @@ impl Drop for RunningJob {
 /// A process may fork between the look-up and the signal; the look-up is repeated until it
 /// finds no process not yet signalled (at most a few rounds, against fork bombs).
 pub fn signal_job(marker: &str, session: Pid, signal: Signal) -> usize {
-    signal_each(|| job_processes(marker, session), signal)
+    signal_each(|| job_processes(marker, session), None, signal)
 }
 
-/// Sends `signal` to every process `look_up` finds, looking again until it finds none not
-/// yet signalled (at most a few rounds, against fork bombs); returns how many were signalled.
-fn signal_each(look_up: impl Fn() -> Vec<Pid>, signal: Signal) -> usize {
+/// Sends `signal` to process group `group` at once, when given (a group whose leader this
+/// process has not reaped, so the id is surely the job's), then to every other process
+/// `look_up` finds, looking again until it finds none not yet signalled (at most a few rounds,
+/// against fork bombs); returns how many were signalled.
+///
+/// The group's members are not signalled twice (a job that traps the signal runs its trap
+/// once): the kernel gives a group's signal to a child forked meanwhile too.
+fn signal_each(look_up: impl Fn() -> Vec<Pid>, group: Option<Pid>, signal: Signal) -> usize {
     const ROUNDS: usize = 8;
+    let group = group.filter(|&group| nix::sys::signal::killpg(group, signal).is_ok());
     let mut seen: Vec<Pid> = Vec::new();
     let mut signalled = 0;
     for _ in 0..ROUNDS {
@@ -394,7 +412,10 @@ fn signal_each(look_up: impl Fn() -> Vec<Pid>, signal: Signal) -> usize {
         }
         signalled += fresh
             .iter()
-            .filter(|&&pid| kill(pid, signal).is_ok())
+            .filter(|&&pid| {
+                group.is_some_and(|g| nix::unistd::getpgid(Some(pid)) == Ok(g))
+                    || kill(pid, signal).is_ok()
+            })
             .count();
         seen.extend(fresh);
     }

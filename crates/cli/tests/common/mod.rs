@@ -89,6 +89,25 @@ impl Cluster {
     pub fn state(&self) -> &Path {
         &self.home
     }
+
+    /// What to print when an assertion about job `id` fails: its `qstat -f`, and the last
+    /// lines of the daemons' logs.
+    pub fn diagnose(&self, id: &str) -> String {
+        let mut out = text(&self.run("qstat", &["-x", "-f", "-w", id]).stdout);
+        let logs = std::fs::read_dir(self.home.join("logs"))
+            .into_iter()
+            .flatten();
+        for log in logs.flatten() {
+            let lines = std::fs::read_to_string(log.path()).unwrap_or_default();
+            let tail: Vec<&str> = lines.lines().rev().take(30).collect();
+            out.push_str(&format!("\n--- {} (last lines)\n", log.path().display()));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
 }
 
 impl Drop for Cluster {
