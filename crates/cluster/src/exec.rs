@@ -319,20 +319,22 @@ impl RunningJob {
     /// How the top process ended, if it has: `(exit code, signal)`.
     pub fn try_wait(&mut self) -> io::Result<Option<(Option<i32>, Option<i32>)>> {
         use std::os::unix::process::ExitStatusExt;
-        let status = self.child.try_wait()?;
-        if status.is_some() {
+        let status = self.child.try_wait();
+        if !matches!(status, Ok(None)) {
+            // Ended, or no longer ours to wait for (reaped elsewhere): its id may be another's.
             self.top_reaped = true;
             self.release();
         }
-        Ok(status.map(|status| (status.code(), status.signal())))
+        Ok(status?.map(|status| (status.code(), status.signal())))
     }
 
     /// Waits for the top process to end: `(exit code, signal)`.
     pub fn wait(&mut self) -> io::Result<(Option<i32>, Option<i32>)> {
         use std::os::unix::process::ExitStatusExt;
-        let status = self.child.wait()?;
+        let status = self.child.wait();
         self.top_reaped = true;
         self.release();
+        let status = status?;
         Ok((status.code(), status.signal()))
     }
 
@@ -395,8 +397,11 @@ pub fn signal_job(marker: &str, session: Pid, signal: Signal) -> usize {
 /// `look_up` finds, looking again until it finds none not yet signalled (at most a few rounds,
 /// against fork bombs); returns how many were signalled.
 ///
-/// The group's members are not signalled twice (a job that traps the signal runs its trap
-/// once): the kernel gives a group's signal to a child forked meanwhile too.
+/// The group's members are not signalled again one by one: a job that traps the signal runs
+/// its trap once, as under a `killpg` of its session. A fork under way as the group is
+/// signalled gives its child the signal too; a process that joins the group afterwards
+/// (forked by a member that survived the signal, or moved in by `setpgid`) is left, as under
+/// `killpg`.
 fn signal_each(look_up: impl Fn() -> Vec<Pid>, group: Option<Pid>, signal: Signal) -> usize {
     const ROUNDS: usize = 8;
     let group = group.filter(|&group| nix::sys::signal::killpg(group, signal).is_ok());

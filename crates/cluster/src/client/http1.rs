@@ -70,7 +70,9 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, HttpError> {
                 .next()
                 .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
         });
-    let body = if chunked {
+    let body = if matches!(status, 100..=199 | 204 | 304) {
+        Vec::new() // no body, whatever the headers say (RFC 9112 §6.3)
+    } else if chunked {
         dechunk(rest)?
     } else if let Some(len) = header(headers, "content-length").next() {
         let len: usize = len.trim().parse().map_err(|_| HttpError::Length)?;
@@ -90,27 +92,25 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, HttpError> {
 /// spares a command the server's wake-up after its answer (up to half a millisecond here), and
 /// a server that kept the connection open could not hold it. Other framings end at the close.
 pub fn read_response(stream: &mut impl Read, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 16 << 10];
     loop {
-        if bytes.capacity() - bytes.len() < 4096 {
-            bytes.reserve(bytes.capacity().max(16 << 10));
-        }
-        let len = bytes.len();
-        bytes.resize(bytes.capacity(), 0);
-        let read = stream.read(&mut bytes[len..]);
-        let n = *read.as_ref().unwrap_or(&0);
-        bytes.truncate(len + n);
-        match read {
+        match stream.read(&mut chunk) {
             Ok(0) => return Ok(()),
-            Ok(_) if sized_and_whole(bytes) => return Ok(()),
-            Ok(_) => {}
+            Ok(n) => {
+                bytes.extend_from_slice(&chunk[..n]);
+                if sized_and_whole(bytes) {
+                    return Ok(());
+                }
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
 }
 
-/// Whether `bytes` are a response no further bytes would change: a malformed head, or a head
-/// with a `content-length` and that many body bytes after it.
+/// Whether `bytes` are a response no further bytes would change: a malformed head, a head
+/// whose status has no body (1xx, 204, 304), or a head with a `content-length` and that many
+/// body bytes after it.
 fn sized_and_whole(bytes: &[u8]) -> bool {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Response::new(&mut headers);
@@ -119,6 +119,9 @@ fn sized_and_whole(bytes: &[u8]) -> bool {
         Ok(httparse::Status::Partial) => return false,
         Err(_) => return true,
     };
+    if matches!(head.code, Some(100..=199 | 204 | 304)) {
+        return true;
+    }
     let chunked = header(head.headers, "transfer-encoding").next().is_some();
     let length = header(head.headers, "content-length").next();
     match (chunked, length.map(|v| v.trim().parse::<usize>())) {
@@ -304,6 +307,16 @@ mod tests {
                 "pieces of {piece}"
             );
         }
+        // A status without a body ends with its head.
+        let mut stream = Pieces {
+            bytes: b"HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n".to_vec(),
+            at: 0,
+            piece: 4,
+            more: false,
+        };
+        let mut bytes = Vec::new();
+        read_response(&mut stream, &mut bytes).unwrap();
+        assert_eq!(parse_response(&bytes).unwrap().status, 204);
         // Chunked or close-framed bodies are read to the end of the stream.
         for whole in [
             chunked(b"abc", &[1]),
@@ -339,9 +352,11 @@ mod tests {
             let mut cuts = cuts;
             cuts.sort_unstable();
             prop_assert_eq!(parse_response(&chunked(&body, &cuts)).map(|r| r.body), Ok(body.clone()));
+            // 1xx, 204 and 304 have no body, whatever their content-length says.
+            let want = if matches!(status, 100..=199 | 204 | 304) { Vec::new() } else { body.clone() };
             prop_assert_eq!(
                 parse_response(&with_length(status, &body)),
-                Ok(Response { status, reason: "X".into(), body })
+                Ok(Response { status, reason: "X".into(), body: want })
             );
         }
     }
