@@ -88,9 +88,8 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, HttpError> {
 }
 
 /// Reads `stream` into `bytes` until they hold a response whose `content-length` says it is
-/// whole (or a head no more bytes could mend), or the stream ends. Not waiting for the close
-/// spares a command the server's wake-up after its answer (up to half a millisecond here), and
-/// a server that kept the connection open could not hold it. Other framings end at the close.
+/// whole (or a head no more bytes could mend), or the stream ends: a server that kept the
+/// connection open could not hold a command. Other framings end at the close.
 pub fn read_response(stream: &mut impl Read, bytes: &mut Vec<u8>) -> std::io::Result<()> {
     let mut chunk = [0u8; 16 << 10];
     loop {
