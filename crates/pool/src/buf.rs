@@ -1,7 +1,7 @@
 //! Shared buffers that spare the caller's thread from copying items: the input of a map is
 //! split into chunks without copying ([`Slice`]), and results are written by the workers (or by
 //! the decoder) straight into the final vector ([`OutBuf`]). Where a result fits exactly where
-//! its item was, that vector is the input's own allocation ([`split_for_map`]).
+//! its item was, that vector is the input's own allocation (`split_for_map`).
 
 use std::mem::ManuallyDrop;
 use std::sync::Arc;

@@ -174,6 +174,11 @@ impl Countdown {
         }
     }
 
+    /// Whether every chunk reported.
+    pub(crate) fn is_done(&self) -> bool {
+        self.left.load(Ordering::Acquire) == 0
+    }
+
     /// Waits until every chunk reported, or the deadline; true when they all did.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
         let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
@@ -252,6 +257,12 @@ pub trait Engine: Send + Sync + 'static {
     fn join(&self);
     /// Kills the workers, fails queued and running work, and waits for them.
     fn terminate(&self);
+    /// Drives the workers from the calling thread until `done()`, where the engine lets a
+    /// waiting caller do so (no one else needs them); returns at once otherwise, the work
+    /// then being driven by others.
+    fn drive(&self, _done: &dyn Fn() -> bool) {}
+    /// Makes sure submitted work goes on with no caller driving it (asynchronous work).
+    fn ensure_background(&self) {}
 }
 
 mod sealed {

@@ -48,14 +48,17 @@
 //!
 //! ## How a process worker finds the function: fork
 //!
-//! The workers are forked (`fork(2)`, no exec) from the pool's supervisor thread when the pool
-//! starts, and again for each replacement. A child is a copy of the caller, so a function's
+//! The workers are forked (`fork(2)`, no exec) when the pool starts, and again for each
+//! replacement. A child is a copy of the caller, so a function's
 //! address means the same thing in both: each task frame carries the address of the function
 //! (monomorphized for the argument and result types) that decodes the chunk, calls the function
 //! on each item and encodes the results. This is why the function must be a `fn` item or a
 //! closure that captures nothing (a zero-sized `Copy` type, checked at compile time): there is
 //! no captured state to send. Values travel postcard-encoded, one chunk per frame, over a pair
-//! of pipes per worker, which the supervisor thread writes and reads with `poll`. A chunk of
+//! of pipes per worker, written and read with `poll` by whoever drives the workers: the caller
+//! of a blocking operation (`map`, `starmap`, `apply`) from its own thread while it waits, as
+//! long as no other caller needs them; else, from the first asynchronous operation (`*_async`,
+//! `imap`) or the first two callers at once, a supervisor thread of the pool's own. A chunk of
 //! 32 KiB to 2 MiB (and its reply) goes instead through one of four shared-memory lanes of its
 //! worker (an anonymous shared mapping made before the first fork), and only a short frame
 //! goes down the pipe: the arguments are copied once into the lane, the worker writes its

@@ -290,19 +290,21 @@ impl<K: Kind> Pool<K> {
         })
     }
 
+    /// The handle of a map into a vector. `blocking`: for a caller that waits for it at once
+    /// (it shows the progress bar, if the pool has one, and may drive the workers itself).
     fn gather_vec<C, T>(
         &self,
         call: C,
         items: Vec<T>,
         chunksize: Option<usize>,
-        progress: bool,
+        blocking: bool,
     ) -> Result<AsyncResult<Vec<C::Output>>, PoolError>
     where
         C: Callable<T>,
         C::Output: Send + 'static,
         K: Runs<C, T>,
     {
-        let bar = if progress {
+        let bar = if blocking {
             self.bar(Some(items.len()))
         } else {
             None
@@ -315,7 +317,18 @@ impl<K: Kind> Pool<K> {
         gather.out = sub.out.map(|out| (out, sub.items));
         gather.spin = self.spin;
         gather.countdown = sub.countdown;
+        self.set_driver(&mut gather, blocking);
         Ok(AsyncResult::new(gather))
+    }
+
+    /// Lets a blocking caller drive the workers while it waits (where it waits for one
+    /// countdown); asynchronous work is driven without it.
+    fn set_driver<R, O>(&self, gather: &mut Gather<R, O>, blocking: bool) {
+        if blocking && gather.countdown.is_some() {
+            gather.driver = Some(self.engine.clone());
+        } else {
+            self.engine.ensure_background();
+        }
     }
 
     /// Applies `f` to every item, in order; waits for all; returns the first error in item
@@ -409,13 +422,12 @@ impl<K: Kind> Pool<K> {
         R: Send + 'static,
     {
         let items: Vec<T> = items.into_iter().collect();
-        let sub = self.submit_all(Plain(f), items, chunksize, false, false)?;
-        let gather = Gather::new(
-            sub.rx,
-            sub.chunks,
-            self.bar(Some(sub.items)),
-            finish_results,
-        );
+        let bar = self.bar(Some(items.len()));
+        let wake_once = bar.is_none();
+        let sub = self.submit_all(Plain(f), items, chunksize, false, wake_once)?;
+        let mut gather = Gather::new(sub.rx, sub.chunks, bar, finish_results);
+        gather.countdown = sub.countdown;
+        self.set_driver(&mut gather, true);
         AsyncResult::new(gather).get(None)
     }
 
@@ -488,7 +500,7 @@ impl<K: Kind> Pool<K> {
         Plain<F>: Callable<T, Output = R>,
         R: Send + 'static,
     {
-        self.apply_async(f, arg)?.get(None)
+        self.apply_inner(f, arg, true)?.get(None)
     }
 
     /// Starts `f(arg)` in a worker and returns at once.
@@ -498,10 +510,25 @@ impl<K: Kind> Pool<K> {
         Plain<F>: Callable<T, Output = R>,
         R: Send + 'static,
     {
-        let sub = self.submit_all(Plain(f), vec![arg], Some(1), false, false)?;
-        Ok(AsyncResult::new(Gather::new(
-            sub.rx, sub.chunks, None, finish_one,
-        )))
+        self.apply_inner(f, arg, false)
+    }
+
+    fn apply_inner<F, T, R>(
+        &self,
+        f: F,
+        arg: T,
+        blocking: bool,
+    ) -> Result<AsyncResult<R>, PoolError>
+    where
+        K: Runs<Plain<F>, T>,
+        Plain<F>: Callable<T, Output = R>,
+        R: Send + 'static,
+    {
+        let sub = self.submit_all(Plain(f), vec![arg], Some(1), false, blocking)?;
+        let mut gather = Gather::new(sub.rx, sub.chunks, None, finish_one);
+        gather.countdown = sub.countdown;
+        self.set_driver(&mut gather, blocking);
+        Ok(AsyncResult::new(gather))
     }
 
     /// Results in input order, lazily: items are pulled from `items` only as chunks complete
@@ -582,6 +609,8 @@ impl<K: Kind> Pool<K> {
                 "chunksize must be at least 1".into(),
             ));
         }
+        // Results are pulled one by one: the workers are driven without the caller.
+        self.engine.ensure_background();
         let mut it = items.into_iter();
         let (lo, hi) = it.size_hint();
         let bar = self.bar((Some(lo) == hi).then_some(lo));
@@ -709,6 +738,8 @@ struct Gather<R, O> {
     spin: bool,
     /// When set, wait for it (one wake-up) rather than for each batch.
     countdown: Option<Arc<Countdown>>,
+    /// When set, the waiting caller drives the workers itself until the countdown ends.
+    driver: Option<Arc<dyn Engine>>,
 }
 
 impl<R, O> Gather<R, O> {
@@ -727,6 +758,7 @@ impl<R, O> Gather<R, O> {
             out: None,
             spin: false,
             countdown: None,
+            driver: None,
         }
     }
 
@@ -761,6 +793,9 @@ fn drop_written<R>(out: &OutBuf<R>, got: &[(usize, Chunk<R>)]) {
 
 impl<R: Send, O> Collect<O> for Gather<R, O> {
     fn pump(&mut self, deadline: Option<Instant>) -> bool {
+        if let (Some(driver), Some(countdown), None) = (&self.driver, &self.countdown, deadline) {
+            driver.drive(&|| countdown.is_done());
+        }
         if let Some(countdown) = &self.countdown {
             if self.left > 0 && !countdown.wait(deadline) {
                 return false;

@@ -940,3 +940,122 @@ fn results_that_fit_over_their_items_reuse_the_items_vector() {
     let halves = pool.map(half, vec![1u32, 2, 3]).unwrap();
     assert_eq!(halves, [0.5, 1.0, 1.5]);
 }
+
+/// Blocking calls from several threads at once, with asynchronous work beside them, all
+/// finish with their own results (a caller drives the workers while it waits only as long
+/// as no other caller needs them; then a supervisor thread takes them over).
+#[test]
+fn blocking_calls_from_several_threads_and_async_work_all_finish() {
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for k in 0..4i64 {
+        let (pool, done_tx) = (pool.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            for round in 0..30i64 {
+                let base = k * 1_000 + round;
+                let items: Vec<i64> = (base..base + 50).collect();
+                let want: Vec<i64> = items.iter().map(|x| x + 1).collect();
+                assert_eq!(pool.map(addit, items.clone()).unwrap(), want);
+                assert_eq!(pool.apply(addit, base).unwrap(), base + 1);
+                let each = pool.map_results(addit, items).unwrap();
+                assert!(each.iter().zip(&want).all(|(got, want)| got == &Ok(*want)));
+            }
+            done_tx.send(k).unwrap();
+        });
+    }
+    let pending = pool.map_async(triple, 0..10_000).unwrap();
+    let streamed: Vec<i64> = pool
+        .imap(addit, 0..500)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(streamed, (1..=500).collect::<Vec<_>>());
+    for _ in 0..4 {
+        let k = done_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a caller's blocking calls did not finish");
+        assert!((0..4).contains(&k));
+    }
+    assert_eq!(
+        pending.get(None).unwrap(),
+        (0..10_000).map(|x| x * 3).collect::<Vec<_>>()
+    );
+}
+
+/// A caller waiting in `map` (and driving the workers meanwhile) is ended by a `terminate`
+/// from another thread, at once, and no worker is left.
+#[test]
+fn terminate_from_another_thread_ends_a_waiting_map() {
+    let (report, release) = (Pipe::new(), Pipe::new());
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    let fds = (report.w.as_raw_fd(), release.r.as_raw_fd());
+    let waiting = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.map_chunksize(report_then_block, vec![fds; 3], 1))
+    };
+    let running = [report.read_u32(), report.read_u32()];
+    let t = Instant::now();
+    pool.terminate();
+    assert_eq!(waiting.join().unwrap(), Err(PoolError::Terminated));
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "terminate took {took:?}");
+    for pid in running {
+        assert!(gone(pid), "worker {pid} outlived terminate");
+    }
+    drop(release);
+}
+
+/// A pool started in a thread that then ended keeps its workers, and so do workers started
+/// while a short-lived thread drove the pool (a worker's parent-death signal follows the
+/// thread that forked it: workers are forked by one thread that lives as long as the process).
+#[test]
+fn workers_outlive_the_threads_that_started_or_drove_their_pool() {
+    let pool = std::thread::spawn(|| Pool::new(2).unwrap()).join().unwrap();
+    let pids = pool.worker_pids();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        pool.map(addit, 0..100).unwrap(),
+        (1..=100).collect::<Vec<_>>()
+    );
+    assert_eq!(pool.worker_pids(), pids, "the workers were replaced");
+
+    let pool = std::sync::Arc::new(
+        Pool::builder()
+            .workers(2)
+            .maxtasksperchild(1)
+            .build()
+            .unwrap(),
+    );
+    let driver = pool.clone();
+    std::thread::spawn(move || driver.map_chunksize(pid_of, 0..4u32, 1).unwrap())
+        .join()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let pids = pool.worker_pids();
+    let ran: HashSet<u32> = pool
+        .map_chunksize(pid_of, 0..2u32, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        ran.iter().all(|pid| pids.contains(pid)),
+        "{ran:?} not among {pids:?}"
+    );
+}
+
+/// A worker killed while nobody uses the pool is replaced by the next look at the pool, and
+/// the next map runs on live workers.
+#[test]
+fn a_worker_killed_between_calls_is_replaced() {
+    let pool = Pool::new(2).unwrap();
+    let victim = pool.worker_pids()[0];
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let now = pool.worker_pids();
+    assert_eq!(now.len(), 2);
+    assert!(!now.contains(&victim), "{victim} still listed: {now:?}");
+    assert_eq!(
+        pool.map(addit, 0..10).unwrap(),
+        (1..=10).collect::<Vec<_>>()
+    );
+}

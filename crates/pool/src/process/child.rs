@@ -14,7 +14,7 @@ use super::codec::{
     read_u64, ChunkFailure, Reply, CODEC_LANE_XMEM, CODEC_RAW, CODEC_XMEM, LANE_XMEM_HEAD,
     REPLY_DECLINED, REPLY_VALUES, REPLY_WRITTEN,
 };
-use super::engine::IN_WORKER;
+use super::engine::{block_sigpipe, IN_WORKER};
 use super::lanes::{
     lane_area, KIND_TASK_LANE, LANES, LANE_BYTES, LANE_REPLY_FRAME, LANE_TASK_FRAME, TAG_REPLY_LANE,
 };
@@ -249,6 +249,7 @@ pub(super) fn child_main(setup: ChildSetup) -> ! {
 
 fn child_loop(setup: &ChildSetup) -> i32 {
     IN_WORKER.store(true, Ordering::Relaxed);
+    block_sigpipe(); // forked from a caller's thread, SIGPIPE may not be blocked here
     #[cfg(target_os = "linux")]
     // SAFETY: plain syscalls on this process.
     unsafe {

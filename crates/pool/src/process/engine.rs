@@ -1,5 +1,12 @@
-//! The engine behind `Pool<Processes>`: the state shared with the supervisor thread, starting
-//! and stopping the pool, and submitting chunks.
+//! The engine behind `Pool<Processes>`: the state shared with whoever drives the workers,
+//! starting and stopping the pool, and submitting chunks.
+//!
+//! The workers are driven (jobs sent, replies read, deaths settled: [`Supervisor::step`]) by
+//! the caller of a blocking operation (`map`, `starmap`, `apply`, …) from its own thread while
+//! it waits, as long as no other caller needs them; from the first asynchronous operation, or
+//! as soon as two callers would need them at once, by a supervisor thread of the pool's own,
+//! for good. A pool used by one thread at a time thus needs no thread of its own, and its
+//! results come without a hand-off between threads.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -9,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -17,7 +25,7 @@ use super::codec::{encode_task, raw_size};
 use super::job::{decode_end, Job, JobEnd, RawItems};
 use super::lanes::{Lanes, LANE_BYTES, LANE_MIN};
 use super::supervisor::Supervisor;
-use super::sys::nonblocking_pipe;
+use super::sys::{nonblocking_pipe, take_epipe};
 use super::{KIND_TASK, TASK_HEADER};
 use crate::buf::{OutBuf, Slice};
 use crate::call::{
@@ -39,16 +47,18 @@ pub(super) struct State {
     pub(super) woken: bool,
     pub(super) pids: Vec<u32>,
     pub(super) broken: Option<PoolError>,
+    /// A supervisor thread drives the workers (for good).
+    pub(super) background: bool,
+    /// Callers waiting to drive the workers (or to hand them to a supervisor thread): the one
+    /// driving hands them over instead of going on.
+    pub(super) contenders: usize,
 }
 
-/// Blocks SIGPIPE in the calling thread (the supervisor, and so the workers it forks): a write
-/// to a dead worker's pipe then fails with EPIPE, which the pool handles, even in a program that
+/// Blocks SIGPIPE in the calling thread (the supervisor thread, and each worker): a write to a
+/// dead worker's pipe then fails with EPIPE, which the pool handles, even in a program that
 /// restored SIGPIPE's default disposition, where the signal would kill the whole process.
-fn block_sigpipe() {
-    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGPIPE);
-    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+pub(super) fn block_sigpipe() {
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&sigpipe()), None);
 }
 
 pub(super) struct Shared {
@@ -79,7 +89,18 @@ impl Shared {
 #[doc(hidden)]
 pub struct ProcessEngine {
     shared: Arc<Shared>,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// Who drives the workers; held by whoever drives them from a caller's thread.
+    driver: Mutex<Driver>,
+}
+
+/// Who drives the workers.
+enum Driver {
+    /// Whichever caller holds the lock: the supervisor waits here between calls.
+    Callers(Box<Supervisor>),
+    /// The pool's supervisor thread.
+    Thread(JoinHandle<()>),
+    /// Nobody: the pool has stopped.
+    Stopped,
 }
 
 /// Set in a worker process as soon as it is forked.
@@ -119,6 +140,8 @@ impl Kind for Processes {
                 woken: false,
                 pids: Vec::new(),
                 broken: None,
+                background: false,
+                contenders: 0,
             }),
             wake_w,
             _wake_reader: wake_reader,
@@ -132,37 +155,17 @@ impl Kind for Processes {
             pending: VecDeque::new(),
             last_sweep: Instant::now(),
             lanes,
+            driven_by_caller: false,
             cross_memory: cfg!(target_os = "linux"),
         };
-        // Fork the first workers before returning, so worker_pids() is right at once.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let handle = std::thread::Builder::new()
-            .name("hpcbox-pool-supervisor".into())
-            .spawn(move || {
-                block_sigpipe();
-                let started = sup.start_workers();
-                let failed = started.is_err();
-                let _ = tx.send(started);
-                if !failed && catch_unwind(AssertUnwindSafe(|| sup.run())).is_err() {
-                    // A bug of ours: fail everything rather than leave callers waiting.
-                    let err = PoolError::Spawn("the pool's supervisor thread panicked".into());
-                    sup.shared.lock().broken = Some(err.clone());
-                    sup.kill_all();
-                    sup.cancel_all(err);
-                }
-            })
-            .map_err(|e| PoolError::Spawn(e.to_string()))?;
-        match rx.recv() {
-            Ok(Ok(())) => Ok(Arc::new(ProcessEngine {
-                shared,
-                supervisor: Mutex::new(Some(handle)),
-            })),
-            Ok(Err(e)) => {
-                let _ = handle.join();
-                Err(e)
-            }
-            Err(_) => Err(PoolError::Spawn("supervisor thread failed".into())),
-        }
+        // The first workers are forked now (in this thread if it is the main one, else by the
+        // forker thread: see `forker`): worker_pids() is right at once, and a failure is this
+        // call's error.
+        sup.start_workers()?;
+        Ok(Arc::new(ProcessEngine {
+            shared,
+            driver: Mutex::new(Driver::Callers(Box::new(sup))),
+        }))
     }
 }
 
@@ -197,19 +200,143 @@ impl ProcessEngine {
             st.woken = false;
             self.shared.wake(&mut st);
         }
-        let handle = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(h) = handle {
-            let _ = h.join();
+        // A caller driving the workers sees the mode and lets go once its own work is settled.
+        let mut driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *driver, Driver::Stopped) {
+            Driver::Callers(mut sup) => {
+                // Drained or killed from this thread: no thread to hand over to.
+                let _sigpipe = SigpipeBlocked::new();
+                run_guarded(&mut sup, Supervisor::run);
+            }
+            Driver::Thread(handle) => {
+                let _ = handle.join();
+            }
+            Driver::Stopped => {}
+        }
+    }
+
+    /// Takes the driver's lock, as a contender: whoever drives from a caller's thread now
+    /// hands the workers to a supervisor thread and lets go.
+    fn lock_driver(&self) -> MutexGuard<'_, Driver> {
+        {
+            let mut st = self.shared.lock();
+            st.contenders += 1;
+            self.shared.wake(&mut st);
+        }
+        let driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
+        self.shared.lock().contenders -= 1;
+        driver
+    }
+
+    /// Hands the workers to a supervisor thread, for good (a no-op once one has them).
+    fn start_background(&self, driver: &mut Driver) {
+        let Driver::Callers(_) = driver else {
+            return;
+        };
+        let Driver::Callers(sup) = std::mem::replace(driver, Driver::Stopped) else {
+            unreachable!("checked just above")
+        };
+        self.shared.lock().background = true;
+        // The supervisor waits in a slot the thread empties, so that it is still here to
+        // settle its work should no thread start.
+        let slot = Arc::new(Mutex::new(Some(sup)));
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hpcbox-pool-supervisor".into())
+            .spawn(move || {
+                let taken = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(mut sup) = taken {
+                    block_sigpipe();
+                    run_guarded(&mut sup, Supervisor::run);
+                }
+            });
+        *driver = match spawned {
+            Ok(handle) => Driver::Thread(handle),
+            Err(e) => {
+                let err = PoolError::Spawn(format!("no supervisor thread: {e}"));
+                if let Some(mut sup) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    sup.shared.lock().broken = Some(err.clone());
+                    let _sigpipe = SigpipeBlocked::new();
+                    sup.kill_all();
+                    sup.cancel_all(err);
+                }
+                Driver::Stopped
+            }
+        };
+    }
+}
+
+/// Runs `f` on the supervisor; should it panic (a bug of ours), fails everything rather than
+/// leave callers waiting.
+fn run_guarded<R>(sup: &mut Supervisor, f: impl FnOnce(&mut Supervisor) -> R) -> Option<R> {
+    match catch_unwind(AssertUnwindSafe(|| f(sup))) {
+        Ok(r) => Some(r),
+        Err(_) => {
+            let err = PoolError::Spawn("the pool's supervisor panicked".into());
+            sup.shared.lock().broken = Some(err.clone());
+            sup.kill_all();
+            sup.cancel_all(err);
+            None
         }
     }
 }
 
+/// SIGPIPE blocked in this thread while it drives the workers (a write to a dead worker's
+/// pipe then fails with EPIPE, which the supervisor handles, even where the program restored
+/// SIGPIPE's default); a SIGPIPE raised meanwhile is taken back before the mask is restored.
+struct SigpipeBlocked {
+    previous: SigSet,
+}
+
+impl SigpipeBlocked {
+    fn new() -> SigpipeBlocked {
+        let mut previous = SigSet::empty();
+        let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&sigpipe()), Some(&mut previous));
+        SigpipeBlocked { previous }
+    }
+}
+
+impl Drop for SigpipeBlocked {
+    fn drop(&mut self) {
+        let ours = take_epipe();
+        if self.previous.contains(Signal::SIGPIPE) {
+            return; // blocked by the program itself: its pending signals are its own
+        }
+        // Only a SIGPIPE our own failed write raised: another one is the program's.
+        // SAFETY: sigpending fills a sigset_t of ours.
+        let pending = ours
+            && unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigpending(&mut set) == 0 && libc::sigismember(&set, libc::SIGPIPE) == 1
+            };
+        if pending {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: takes the pending SIGPIPE of this thread; null info, a zero timeout.
+            unsafe {
+                libc::sigtimedwait(sigpipe().as_ref(), std::ptr::null_mut(), &zero);
+            }
+        }
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.previous), None);
+    }
+}
+
+fn sigpipe() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    set
+}
+
 impl Engine for ProcessEngine {
     fn worker_pids(&self) -> Vec<u32> {
+        // With nobody driving, first settle deaths and retirements since the last call.
+        if let Ok(mut driver) = self.driver.try_lock() {
+            if let Driver::Callers(sup) = &mut *driver {
+                run_guarded(sup, |sup| sup.collect_exits(true));
+            }
+        }
         self.shared.lock().pids.clone()
     }
 
@@ -219,6 +346,47 @@ impl Engine for ProcessEngine {
 
     fn terminate(&self) {
         self.stop(Mode::Kill);
+    }
+
+    fn drive(&self, done: &dyn Fn() -> bool) {
+        if done() || self.shared.lock().background {
+            return;
+        }
+        let mut driver = self.lock_driver();
+        let Driver::Callers(sup) = &mut *driver else {
+            return; // a supervisor thread took over meanwhile, or the pool stopped
+        };
+        let _sigpipe = SigpipeBlocked::new();
+        sup.driven_by_caller = true;
+        let handed_over = run_guarded(sup, |sup| {
+            // Deaths while nobody drove: settled before any job goes to a dead worker.
+            sup.collect_exits(true);
+            loop {
+                if done() {
+                    return false;
+                }
+                if self.shared.lock().contenders > 0 {
+                    return true; // another caller needs the workers too
+                }
+                if !sup.step() {
+                    return false; // terminated or drained: every job settled
+                }
+            }
+        });
+        sup.driven_by_caller = false;
+        match handed_over {
+            Some(true) => self.start_background(&mut driver),
+            Some(false) => {}
+            None => *driver = Driver::Stopped, // a bug of ours: everything failed already
+        }
+    }
+
+    fn ensure_background(&self) {
+        if self.shared.lock().background {
+            return;
+        }
+        let mut driver = self.lock_driver();
+        self.start_background(&mut driver);
     }
 }
 

@@ -1,4 +1,5 @@
-//! Process workers: children forked from a supervisor thread, fed chunk frames over pipes.
+//! Process workers: forked children, fed chunk frames over pipes by whoever drives them (a
+//! waiting caller, or the pool's supervisor thread: see `engine`).
 //!
 //! Wire format (native to this machine only: parent and child are one program):
 //! - parent → child: `u32 len | u8 kind | ...`; kind 0 is a task (`u64 entry | payload`), kind
@@ -17,6 +18,7 @@
 mod child;
 mod codec;
 mod engine;
+mod forker;
 mod job;
 mod lanes;
 mod supervisor;

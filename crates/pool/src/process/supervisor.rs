@@ -1,4 +1,5 @@
-//! The parent side: one supervisor thread owns the workers.
+//! The parent side: the supervisor owns the workers, and is run by whoever drives them (a
+//! waiting caller's thread, or the pool's supervisor thread: see `engine`).
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -7,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
-use super::child::{child_main, ChildSetup};
+use super::child::ChildSetup;
 use super::engine::{Mode, Shared};
+use super::forker::fork_workers;
 use super::job::{Job, JobEnd};
 use super::lanes::{Lanes, LANES};
-use super::sys::{death_of, drain_pipe, nonblocking_pipe, pollfd, reap};
+use super::sys::{death_of, drain_pipe, nonblocking_pipe, note_write_failure, pollfd, reap};
 use super::worker::{Worker, EXIT_FRAME};
 use crate::call::Config;
 use crate::error::{Death, PoolError};
@@ -25,9 +28,21 @@ pub(super) struct Supervisor {
     pub(super) pending: VecDeque<Job>,
     pub(super) last_sweep: Instant,
     pub(super) lanes: Option<Arc<Lanes>>,
+    /// Run by a caller waiting for its work (not by the supervisor thread, nor by a stop):
+    /// then a caller waiting to drive is a reason not to sleep.
+    pub(super) driven_by_caller: bool,
     /// Whether workers may copy numeric chunks to and from this process
     /// ([`xmem`](crate::xmem)); cleared for good the first time one is refused.
     pub(super) cross_memory: bool,
+}
+
+/// A worker's pipes and lane slot, before its fork.
+struct NewWorker {
+    in_r: OwnedFd,
+    in_w: OwnedFd,
+    out_r: OwnedFd,
+    out_w: OwnedFd,
+    slot: usize,
 }
 
 /// How often workers are checked with `waitpid` besides their pipe's end of file (which can
@@ -41,77 +56,110 @@ const LANE_FED_WORKERS: usize = 4;
 
 impl Supervisor {
     pub(super) fn start_workers(&mut self) -> Result<(), PoolError> {
-        for _ in 0..self.cfg.workers {
-            if let Err(e) = self.spawn() {
-                self.kill_all();
-                return Err(e);
-            }
+        if let Err(e) = self.spawn_workers(self.cfg.workers) {
+            self.kill_all();
+            return Err(e);
         }
         self.publish_pids();
         Ok(())
     }
 
-    fn spawn(&mut self) -> Result<(), PoolError> {
+    /// Forks `n` more workers (through the forker thread, in one request); the first error,
+    /// if any could not be started (the others are kept).
+    fn spawn_workers(&mut self, n: usize) -> Result<(), PoolError> {
         let spawn_err = |e: nix::Error| PoolError::Spawn(e.to_string());
-        let (in_r, in_w) = nonblocking_pipe().map_err(spawn_err)?;
-        let (out_r, out_w) = nonblocking_pipe().map_err(spawn_err)?;
-        let mut close = vec![
-            self.wake_r.as_raw_fd(),
-            self.shared.wake_w.as_raw_fd(),
-            in_w.as_raw_fd(),
-            out_r.as_raw_fd(),
-        ];
+        let mut new: Vec<NewWorker> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (in_r, in_w) = nonblocking_pipe().map_err(spawn_err)?;
+            let (out_r, out_w) = nonblocking_pipe().map_err(spawn_err)?;
+            let slot = (0..)
+                .find(|s| {
+                    self.workers.iter().all(|w| w.slot != *s) && new.iter().all(|w| w.slot != *s)
+                })
+                .unwrap_or(0);
+            new.push(NewWorker {
+                in_r,
+                in_w,
+                out_r,
+                out_w,
+                slot,
+            });
+        }
+        let setups = (0..new.len()).map(|k| self.setup_for(&new, k)).collect();
+        let forked = fork_workers(setups)?;
+        let mut first_err = None;
+        for (w, pid) in new.into_iter().zip(forked) {
+            match pid {
+                Ok(pid) => self.adopt(w, pid),
+                Err(e) => {
+                    first_err.get_or_insert(spawn_err(e));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// What the `k`th of workers `new` needs: its own ends, and every other descriptor of
+    /// the pool's pipes to close (the other new workers' child ends too: one held by a
+    /// sibling would hide that worker's end from the pool).
+    fn setup_for(&self, new: &[NewWorker], k: usize) -> ChildSetup {
+        let mut close = vec![self.wake_r.as_raw_fd(), self.shared.wake_w.as_raw_fd()];
         for w in &self.workers {
             close.push(w.tx.as_raw_fd());
             close.push(w.rx.as_raw_fd());
         }
-        let slot = (0..)
-            .find(|s| self.workers.iter().all(|w| w.slot != *s))
-            .unwrap_or(0);
-        let setup = ChildSetup {
-            lanes: self.lanes.as_ref().map(|l| (l.base as usize, slot)),
-            input: in_r.as_raw_fd(),
-            output: out_w.as_raw_fd(),
+        for (i, w) in new.iter().enumerate() {
+            close.extend([w.in_w.as_raw_fd(), w.out_r.as_raw_fd()]);
+            if i != k {
+                close.extend([w.in_r.as_raw_fd(), w.out_w.as_raw_fd()]);
+            }
+        }
+        ChildSetup {
+            lanes: self.lanes.as_ref().map(|l| (l.base as usize, new[k].slot)),
+            input: new[k].in_r.as_raw_fd(),
+            output: new[k].out_w.as_raw_fd(),
             close,
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
             initializer: self.cfg.initializer.clone(),
             limit: self.cfg.max_message_bytes,
-        };
-        // SAFETY: the child only runs `child_main`, which ends in `_exit`; see the crate docs
-        // for what a forked child of a multi-threaded process may do.
-        match unsafe { nix::unistd::fork() }.map_err(spawn_err)? {
-            nix::unistd::ForkResult::Child => child_main(setup),
-            nix::unistd::ForkResult::Parent { child } => {
-                drop(in_r);
-                drop(out_w);
-                #[cfg(target_os = "linux")]
-                // SAFETY: fcntl on our own pipe; failure (size over the system limit) is fine.
-                unsafe {
-                    libc::fcntl(in_w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
-                    libc::fcntl(out_r.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
-                }
-                self.workers.push(Worker {
-                    pid: child,
-                    tx: in_w,
-                    rx: out_r,
-                    inflight: VecDeque::new(),
-                    inflight_bytes: 0,
-                    sent: 0,
-                    offset: 0,
-                    assigned: 0,
-                    retiring: false,
-                    exit_sent: false,
-                    rbuf: Vec::new(),
-                    eof: false,
-                    slot,
-                    lane_busy: [false; LANES],
-                    declined: Vec::new(),
-                    replies_lost: false,
-                });
-                Ok(())
-            }
         }
+    }
+
+    /// Takes a forked worker in: its child ends closed here, its pipes enlarged.
+    fn adopt(&mut self, w: NewWorker, pid: Pid) {
+        let NewWorker {
+            in_r,
+            in_w,
+            out_r,
+            out_w,
+            slot,
+        } = w;
+        drop((in_r, out_w));
+        #[cfg(target_os = "linux")]
+        // SAFETY: fcntl on our own pipe; failure (size over the system limit) is fine.
+        unsafe {
+            libc::fcntl(in_w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+            libc::fcntl(out_r.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+        }
+        self.workers.push(Worker {
+            pid,
+            tx: in_w,
+            rx: out_r,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            sent: 0,
+            offset: 0,
+            assigned: 0,
+            retiring: false,
+            exit_sent: false,
+            rbuf: Vec::new(),
+            eof: false,
+            slot,
+            lane_busy: [false; LANES],
+            declined: Vec::new(),
+            replies_lost: false,
+        });
     }
 
     fn publish_pids(&self) {
@@ -119,37 +167,46 @@ impl Supervisor {
         self.shared.lock().pids = pids;
     }
 
+    /// Runs the workers until the pool is terminated or drained.
     pub(super) fn run(&mut self) {
-        loop {
-            let (mode, broken) = {
-                let mut st = self.shared.lock();
-                self.pending.extend(st.queue.drain(..));
-                (st.mode, st.broken.clone())
-            };
-            if mode == Mode::Kill {
-                self.kill_all();
-                self.cancel_all(PoolError::Terminated);
-                return;
-            }
-            if let Some(err) = broken {
-                // Killed first: a worker must never write into a vector whose job is gone.
-                self.kill_all();
-                self.cancel_all(err);
-            }
-            self.dispatch();
-            self.flush_all();
-            let busy = self.workers.iter().any(|w| !w.inflight.is_empty());
-            if mode == Mode::Drain && self.pending.is_empty() && !busy {
-                self.shutdown();
-                return;
-            }
-            self.wait_events(mode, busy);
-            let sweep = self.last_sweep.elapsed() >= SWEEP_EVERY;
-            if sweep {
-                self.last_sweep = Instant::now();
-            }
-            self.collect_exits(sweep);
+        while self.step() {}
+    }
+
+    /// One round: takes queued jobs, sends what the workers have room for, waits for the
+    /// next event (a reply, a worker's end, a wake) and settles it. False once the pool is
+    /// terminated (workers killed, work failed) or drained (workers gone, work done).
+    pub(super) fn step(&mut self) -> bool {
+        let (mode, broken) = {
+            let mut st = self.shared.lock();
+            self.pending.extend(st.queue.drain(..));
+            (st.mode, st.broken.clone())
+        };
+        if mode == Mode::Kill {
+            self.kill_all();
+            self.cancel_all(PoolError::Terminated);
+            return false;
         }
+        if let Some(err) = broken {
+            // Killed first: a worker must never write into a vector whose job is gone.
+            self.kill_all();
+            if self.cancel_all(err) > 0 {
+                return true; // their callers may be done: no wait for an event first
+            }
+        }
+        self.dispatch();
+        self.flush_all();
+        let busy = self.workers.iter().any(|w| !w.inflight.is_empty());
+        if mode == Mode::Drain && self.pending.is_empty() && !busy {
+            self.shutdown();
+            return false;
+        }
+        self.wait_events(mode, busy);
+        let sweep = self.last_sweep.elapsed() >= SWEEP_EVERY;
+        if sweep {
+            self.last_sweep = Instant::now();
+        }
+        self.collect_exits(sweep);
+        true
     }
 
     /// Polls the wake pipe and the workers' pipes, then reads and writes what is ready.
@@ -166,8 +223,9 @@ impl Supervisor {
         }
         {
             let mut st = self.shared.lock();
-            if !st.queue.is_empty() || st.mode != mode {
-                return;
+            let contended = self.driven_by_caller && st.contenders > 0;
+            if !st.queue.is_empty() || st.mode != mode || contended {
+                return; // new work, a new mode, or a caller waiting to drive: no sleep
             }
             st.sleeping = true;
             st.woken = false;
@@ -219,7 +277,7 @@ impl Supervisor {
 
     /// Reaps workers that closed their pipe (or, on a `sweep`, died unnoticed), fails the job
     /// each held, and starts replacements.
-    fn collect_exits(&mut self, sweep: bool) {
+    pub(super) fn collect_exits(&mut self, sweep: bool) {
         let mut i = 0;
         let mut changed = false;
         let mut failed = Vec::new();
@@ -255,13 +313,10 @@ impl Supervisor {
             let mode = self.shared.lock().mode;
             let broken = self.shared.lock().broken.is_some();
             let wanted = !broken && (mode == Mode::Run || !self.pending.is_empty());
-            if wanted {
-                for _ in 0..needed {
-                    if let Err(e) = self.spawn() {
-                        if self.workers.is_empty() {
-                            self.shared.lock().broken = Some(e);
-                        }
-                        break;
+            if wanted && needed > 0 {
+                if let Err(e) = self.spawn_workers(needed) {
+                    if self.workers.is_empty() {
+                        self.shared.lock().broken = Some(e);
                     }
                 }
             }
@@ -342,22 +397,32 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn cancel_all(&mut self, err: PoolError) {
+    /// Fails every queued, pending and in-flight job with `err`; how many there were.
+    pub(super) fn cancel_all(&mut self, err: PoolError) -> usize {
         let queued: Vec<Job> = self.shared.lock().queue.drain(..).collect();
+        let mut settled = 0;
         for job in self.pending.drain(..).chain(queued) {
             (job.done)(JobEnd::Cancelled(err.clone()));
+            settled += 1;
         }
         for w in &mut self.workers {
+            settled += w.inflight.len();
             w.cancel_inflight(&err);
         }
+        settled
     }
 
+    /// Kills and reaps every worker. The jobs they held go back to `pending`, for the caller
+    /// to settle ([`cancel_all`](Self::cancel_all)) now that no worker can write for them;
+    /// dropped with their worker, they would have reported "terminated" whatever the cause.
     pub(super) fn kill_all(&mut self) {
         for w in &self.workers {
             let _ = kill(w.pid, Signal::SIGKILL);
         }
-        for w in self.workers.drain(..) {
+        for mut w in self.workers.drain(..) {
             let _ = waitpid(w.pid, None);
+            self.pending
+                .extend(w.inflight.drain(..).chain(w.declined.drain(..)));
         }
         self.shared.lock().pids.clear();
     }
@@ -366,7 +431,9 @@ impl Supervisor {
     fn shutdown(&mut self) {
         for w in &self.workers {
             // SAFETY: writing a 5-byte buffer to the worker's pipe (atomic below PIPE_BUF).
-            unsafe { libc::write(w.tx.as_raw_fd(), EXIT_FRAME.as_ptr().cast(), 5) };
+            if unsafe { libc::write(w.tx.as_raw_fd(), EXIT_FRAME.as_ptr().cast(), 5) } < 0 {
+                note_write_failure();
+            }
         }
         for w in self.workers.drain(..) {
             reap(w.pid);

@@ -17,6 +17,24 @@ pub(super) fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     }
 }
 
+thread_local! {
+    /// Whether a write of this thread to a worker's pipe failed with EPIPE (and so raised a
+    /// SIGPIPE, which a caller driving the workers takes back: see `SigpipeBlocked`).
+    static EPIPE_SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Notes a failed write to a worker's pipe, for [`take_epipe`].
+pub(super) fn note_write_failure() {
+    if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPIPE) {
+        EPIPE_SEEN.with(|seen| seen.set(true));
+    }
+}
+
+/// Whether a write of this thread failed with EPIPE since the last call.
+pub(super) fn take_epipe() -> bool {
+    EPIPE_SEEN.with(|seen| seen.replace(false))
+}
+
 /// A pipe whose ends are non-blocking and closed on exec (a worker makes its own ends
 /// blocking again with [`set_blocking`]).
 pub(super) fn nonblocking_pipe() -> nix::Result<(OwnedFd, OwnedFd)> {

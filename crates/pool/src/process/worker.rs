@@ -17,6 +17,7 @@ use super::lanes::{
     lane_area, LaneView, Lanes, KIND_TASK_LANE, LANES, LANE_BYTES, LANE_MIN, LANE_REPLY_FRAME,
     LANE_TASK_FRAME, TAG_REPLY_LANE,
 };
+use super::sys::note_write_failure;
 use super::{KIND_EXIT, REPLY_HEADER, TAG_INIT_FAILED, TAG_REPLY, TASK_HEADER};
 
 pub(super) struct Worker {
@@ -144,6 +145,7 @@ impl Worker {
                 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
+                note_write_failure();
                 return; // EAGAIN, or EPIPE: the child died and its EOF will show
             }
             let mut n = n as usize;
@@ -162,6 +164,9 @@ impl Worker {
         if self.retiring && !self.exit_sent && self.sent == self.inflight.len() {
             // SAFETY: a 5-byte write of a constant buffer.
             let n = unsafe { libc::write(self.tx.as_raw_fd(), EXIT_FRAME.as_ptr().cast(), 5) };
+            if n < 0 {
+                note_write_failure();
+            }
             self.exit_sent = n == 5;
         }
     }
