@@ -97,6 +97,10 @@
 //! the child inherits it.
 //!
 //! Limits of fork:
+//! - Workers are forked in the main thread when it starts or drives the pool, else by a forker
+//!   thread of the process (with the asking thread's signal mask and a main-sized stack), so
+//!   that they die with the process and not with a short-lived thread (Linux's parent-death
+//!   signal follows the forking thread). Thread-locals in a worker are the forking thread's.
 //! - Only the forking thread exists in the child. A lock held by another thread at that moment
 //!   (a `Mutex` of yours, Rust's stdout lock while another thread prints) stays locked in the
 //!   child: a task must not wait on locks shared with other threads of the caller. Memory

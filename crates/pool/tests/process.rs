@@ -1059,3 +1059,31 @@ fn a_worker_killed_between_calls_is_replaced() {
         (1..=10).collect::<Vec<_>>()
     );
 }
+
+/// Whether SIGUSR1 is blocked in this process's thread (from /proc's `SigBlk` mask).
+fn sigusr1_blocked(_: u8) -> bool {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+        .unwrap();
+    mask & (1 << (libc::SIGUSR1 - 1)) != 0
+}
+
+/// Workers start with the signal mask of the thread that started (or drove) their pool, even
+/// though, off the main thread, the forker thread forks them.
+#[test]
+fn workers_start_with_the_signal_mask_of_the_thread_that_asked() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let blocked = std::thread::spawn(|| {
+        let mut usr1 = SigSet::empty();
+        usr1.add(Signal::SIGUSR1);
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&usr1), None).unwrap();
+        let pool = Pool::new(1).unwrap();
+        pool.map(sigusr1_blocked, vec![0u8]).unwrap()
+    });
+    assert_eq!(blocked.join().unwrap(), vec![true]);
+    let plain = std::thread::spawn(|| Pool::new(1).unwrap().map(sigusr1_blocked, vec![0u8]));
+    assert_eq!(plain.join().unwrap().unwrap(), vec![false]);
+}

@@ -67,7 +67,7 @@ pub(super) struct Shared {
     /// A read end of the wake pipe kept as long as its write end: once the supervisor has
     /// exited, a late wake finds a full or drained pipe (EAGAIN, ignored) rather than no reader,
     /// which would raise SIGPIPE and kill a program that restored SIGPIPE's default.
-    _wake_reader: OwnedFd,
+    pub(super) wake_reader: OwnedFd,
 }
 
 impl Shared {
@@ -144,7 +144,7 @@ impl Kind for Processes {
                 contenders: 0,
             }),
             wake_w,
-            _wake_reader: wake_reader,
+            wake_reader,
         });
         let lanes = Lanes::new(cfg.workers).map(Arc::new);
         let mut sup = Supervisor {

@@ -103,7 +103,11 @@ impl Supervisor {
     /// the pool's pipes to close (the other new workers' child ends too: one held by a
     /// sibling would hide that worker's end from the pool).
     fn setup_for(&self, new: &[NewWorker], k: usize) -> ChildSetup {
-        let mut close = vec![self.wake_r.as_raw_fd(), self.shared.wake_w.as_raw_fd()];
+        let mut close = vec![
+            self.wake_r.as_raw_fd(),
+            self.shared.wake_w.as_raw_fd(),
+            self.shared.wake_reader.as_raw_fd(),
+        ];
         for w in &self.workers {
             close.push(w.tx.as_raw_fd());
             close.push(w.rx.as_raw_fd());
