@@ -249,7 +249,7 @@ pub(super) fn child_main(setup: ChildSetup) -> ! {
 
 fn child_loop(setup: &ChildSetup) -> i32 {
     IN_WORKER.store(true, Ordering::Relaxed);
-    block_sigpipe(); // forked from a caller's thread, SIGPIPE may not be blocked here
+    block_sigpipe(); // forked from the main thread, SIGPIPE may not be blocked here
     #[cfg(target_os = "linux")]
     // SAFETY: plain syscalls on this process.
     unsafe {

@@ -230,11 +230,12 @@ impl ProcessEngine {
 
     /// Hands the workers to a supervisor thread, for good (a no-op once one has them).
     fn start_background(&self, driver: &mut Driver) {
-        let Driver::Callers(_) = driver else {
-            return;
-        };
-        let Driver::Callers(sup) = std::mem::replace(driver, Driver::Stopped) else {
-            unreachable!("checked just above")
+        let sup = match std::mem::replace(driver, Driver::Stopped) {
+            Driver::Callers(sup) => sup,
+            other => {
+                *driver = other;
+                return;
+            }
         };
         self.shared.lock().background = true;
         // The supervisor waits in a slot the thread empties, so that it is still here to
@@ -253,12 +254,9 @@ impl ProcessEngine {
         *driver = match spawned {
             Ok(handle) => Driver::Thread(handle),
             Err(e) => {
-                let err = PoolError::Spawn(format!("no supervisor thread: {e}"));
                 if let Some(mut sup) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    sup.shared.lock().broken = Some(err.clone());
                     let _sigpipe = SigpipeBlocked::new();
-                    sup.kill_all();
-                    sup.cancel_all(err);
+                    sup.fail_all(PoolError::Spawn(format!("no supervisor thread: {e}")));
                 }
                 Driver::Stopped
             }
@@ -272,10 +270,7 @@ fn run_guarded<R>(sup: &mut Supervisor, f: impl FnOnce(&mut Supervisor) -> R) ->
     match catch_unwind(AssertUnwindSafe(|| f(sup))) {
         Ok(r) => Some(r),
         Err(_) => {
-            let err = PoolError::Spawn("the pool's supervisor panicked".into());
-            sup.shared.lock().broken = Some(err.clone());
-            sup.kill_all();
-            sup.cancel_all(err);
+            sup.fail_all(PoolError::Spawn("the pool's supervisor panicked".into()));
             None
         }
     }

@@ -15,8 +15,8 @@ use super::engine::{Mode, Shared};
 use super::forker::fork_workers;
 use super::job::{Job, JobEnd};
 use super::lanes::{Lanes, LANES};
-use super::sys::{death_of, drain_pipe, nonblocking_pipe, note_write_failure, pollfd, reap};
-use super::worker::{Worker, EXIT_FRAME};
+use super::sys::{death_of, drain_pipe, nonblocking_pipe, pollfd, reap};
+use super::worker::Worker;
 use crate::call::Config;
 use crate::error::{Death, PoolError};
 
@@ -293,14 +293,11 @@ impl Supervisor {
             } else {
                 match waitpid(self.workers[i].pid, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) => None,
-                    Ok(status) => {
-                        self.read_worker_at(i); // replies written just before dying
-                        Some(death_of(status))
-                    }
-                    Err(_) => {
-                        // Gone (reaped elsewhere, or SIGCHLD ignored): its replies first.
+                    // Ended, or gone (reaped elsewhere, SIGCHLD ignored): first the replies
+                    // it wrote just before.
+                    ended => {
                         self.read_worker_at(i);
-                        Some(Death::Unknown)
+                        Some(ended.map_or(Death::Unknown, death_of))
                     }
                 }
             };
@@ -416,6 +413,14 @@ impl Supervisor {
         settled
     }
 
+    /// Breaks the pool for good with `err`: later submissions are refused with it, the
+    /// workers are killed, and every job fails with it.
+    pub(super) fn fail_all(&mut self, err: PoolError) {
+        self.shared.lock().broken = Some(err.clone());
+        self.kill_all();
+        self.cancel_all(err);
+    }
+
     /// Kills and reaps every worker. The jobs they held go back to `pending`, for the caller
     /// to settle ([`cancel_all`](Self::cancel_all)) now that no worker can write for them;
     /// dropped with their worker, they would have reported "terminated" whatever the cause.
@@ -434,10 +439,7 @@ impl Supervisor {
     /// All work is done: ask each worker to exit, and wait for them.
     fn shutdown(&mut self) {
         for w in &self.workers {
-            // SAFETY: writing a 5-byte buffer to the worker's pipe (atomic below PIPE_BUF).
-            if unsafe { libc::write(w.tx.as_raw_fd(), EXIT_FRAME.as_ptr().cast(), 5) } < 0 {
-                note_write_failure();
-            }
+            w.send_exit();
         }
         for w in self.workers.drain(..) {
             reap(w.pid);

@@ -45,7 +45,7 @@ pub(super) struct Worker {
     pub(super) replies_lost: bool,
 }
 
-pub(super) const EXIT_FRAME: [u8; 5] = [1, 0, 0, 0, KIND_EXIT];
+const EXIT_FRAME: [u8; 5] = [1, 0, 0, 0, KIND_EXIT];
 const READ_CHUNK: usize = 1 << 16;
 /// Prefetch: a worker gets at least 2 jobs, and up to 16 while they stay small.
 const MIN_INFLIGHT: usize = 2;
@@ -162,13 +162,18 @@ impl Worker {
             }
         }
         if self.retiring && !self.exit_sent && self.sent == self.inflight.len() {
-            // SAFETY: a 5-byte write of a constant buffer.
-            let n = unsafe { libc::write(self.tx.as_raw_fd(), EXIT_FRAME.as_ptr().cast(), 5) };
-            if n < 0 {
-                note_write_failure();
-            }
-            self.exit_sent = n == 5;
+            self.exit_sent = self.send_exit();
         }
+    }
+
+    /// Asks the worker to exit once its jobs are done; whether the frame went.
+    pub(super) fn send_exit(&self) -> bool {
+        // SAFETY: a 5-byte write of a constant buffer (atomic below PIPE_BUF).
+        let n = unsafe { libc::write(self.tx.as_raw_fd(), EXIT_FRAME.as_ptr().cast(), 5) };
+        if n < 0 {
+            note_write_failure();
+        }
+        n == 5
     }
 
     /// Reads what the pipe holds and completes the jobs whose replies arrived.
