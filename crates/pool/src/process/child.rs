@@ -266,7 +266,7 @@ fn child_loop(setup: &ChildSetup) -> i32 {
     set_blocking(setup.input);
     set_blocking(setup.output);
     // SAFETY: the child owns its two pipe ends from now on and never gives them back.
-    let mut input = std::io::BufReader::with_capacity(1 << 16, unsafe {
+    let mut input = std::io::BufReader::with_capacity(8 << 10, unsafe {
         std::fs::File::from_raw_fd(setup.input)
     });
     // SAFETY: as above.

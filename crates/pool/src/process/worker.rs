@@ -46,7 +46,12 @@ pub(super) struct Worker {
 }
 
 const EXIT_FRAME: [u8; 5] = [1, 0, 0, 0, KIND_EXIT];
-const READ_CHUNK: usize = 1 << 16;
+/// A worker's first read buffer, and the most a read asks for beyond a frame's known size: the
+/// buffer grows from the first to the second as replies stream in. Small first, so that a pool
+/// that gets a few short replies never allocates (and frees) 64 KiB per worker: a free of that
+/// size makes glibc consolidate its heap, touching pages that a fork has just shared.
+const FIRST_READ: usize = 4 << 10;
+const READ_CHUNK: usize = 64 << 10;
 /// Prefetch: a worker gets at least 2 jobs, and up to 16 while they stay small.
 const MIN_INFLIGHT: usize = 2;
 const MAX_INFLIGHT: usize = 16;
@@ -184,8 +189,9 @@ impl Worker {
         init_failed: &mut Option<String>,
     ) {
         loop {
-            let want = self.frame_need().max(READ_CHUNK);
-            if self.rbuf.capacity() - self.rbuf.len() < want.min(READ_CHUNK) {
+            let chunk = self.rbuf.capacity().clamp(FIRST_READ, READ_CHUNK);
+            let want = self.frame_need().max(chunk);
+            if self.rbuf.capacity() - self.rbuf.len() < want.min(chunk) {
                 self.rbuf.reserve(want);
             }
             let spare = self.rbuf.capacity() - self.rbuf.len();
@@ -251,7 +257,7 @@ impl Worker {
             if self.rbuf.len() - pos < 4 + len {
                 break;
             }
-            let frame = if pos == 0 && self.rbuf.len() == 4 + len {
+            let frame = if pos == 0 && self.rbuf.len() == 4 + len && len > FIRST_READ {
                 std::mem::take(&mut self.rbuf) // a large frame, read straight into place
             } else {
                 pos += 4 + len;
