@@ -113,18 +113,19 @@ pub fn rows(points: &[Point], fit: Option<&Amdahl>) -> Vec<Row> {
         .collect()
 }
 
-/// The sweet spot: the count after which the next one (in increasing order) cuts the time by
-/// less than `threshold` (a fraction, 0.1 for 10 %); the largest count when every step pays.
+/// The sweet spot: the fewest processes whose mean time is within `threshold` (a fraction,
+/// 0.1 for 10 %) of the fastest count's, so that no count runs more than that much faster.
+///
+/// Measured against the fastest time rather than step by step: one noisy count (a plateau
+/// from 3 to 4 processes on a busy machine) does not stop the search while larger counts still
+/// halve the time, and the steps between counts may differ in size.
 pub fn sweet_spot(points: &[Point], threshold: f64) -> Option<u32> {
-    let mut sorted: Vec<&Point> = points.iter().filter(|p| !p.seconds.is_empty()).collect();
-    sorted.sort_by_key(|p| p.procs);
-    for pair in sorted.windows(2) {
-        let (here, next) = (pair[0].mean(), pair[1].mean());
-        if next > here * (1.0 - threshold) {
-            return Some(pair[0].procs);
-        }
-    }
-    sorted.last().map(|p| p.procs)
+    let measured = || points.iter().filter(|p| !p.seconds.is_empty());
+    let fastest = measured().map(Point::mean).min_by(f64::total_cmp)?;
+    measured()
+        .filter(|p| p.mean() * (1.0 - threshold) <= fastest)
+        .map(|p| p.procs)
+        .min()
 }
 
 /// One run of a sweep: a process count and which of its repeats.
@@ -211,12 +212,30 @@ mod tests {
     }
 
     #[test]
-    fn the_sweet_spot_is_where_gains_fall_below_the_threshold() {
-        // f = 0.3: 1 → 2 cuts 35 %, 2 → 4 cuts 26.9 %, 4 → 8 cuts 18.4 %, 8 → 16 cuts 11.3 %.
+    fn the_sweet_spot_is_the_fewest_processes_near_the_fastest_time() {
+        // f = 0.3, T1 = 10: 10, 6.5, 4.75, 3.875, 3.4375 s at 1, 2, 4, 8, 16.
         let points = amdahl_points(0.3, 10.0, &[1, 2, 4, 8, 16]);
-        assert_eq!(sweet_spot(&points, 0.15), Some(8));
-        assert_eq!(sweet_spot(&points, 0.20), Some(4));
+        assert_eq!(sweet_spot(&points, 0.15), Some(8)); // 3.875 * 0.85 <= 3.4375
         assert_eq!(sweet_spot(&points, 0.10), Some(16));
+        assert_eq!(sweet_spot(&points, 0.30), Some(4)); // 4.75 * 0.7 <= 3.4375 < 6.5 * 0.7
+        assert_eq!(sweet_spot(&points[..1], 0.10), Some(1));
+        assert_eq!(sweet_spot(&[], 0.10), None);
+        // A plateau from 3 to 4 on a busy machine (a 16-core run) does not stop the search,
+        // and a count past the fastest that is slower again is not the answer either.
+        let times = [
+            6.556, 3.942, 2.352, 2.275, 1.745, 1.435, 1.204, 0.980, 0.779, 0.816,
+        ];
+        let counts = [1, 2, 3, 4, 6, 8, 10, 12, 14, 16];
+        let noisy: Vec<Point> = counts
+            .iter()
+            .zip(times)
+            .map(|(&procs, t)| Point {
+                procs,
+                seconds: vec![t],
+            })
+            .collect();
+        assert_eq!(sweet_spot(&noisy, 0.10), Some(14));
+        assert_eq!(sweet_spot(&noisy, 0.25), Some(12));
         let spread = Point {
             procs: 2,
             seconds: vec![1.0, 3.0],

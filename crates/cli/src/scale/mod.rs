@@ -30,8 +30,8 @@ pub struct ScaleArgs {
     /// Runs per count.
     #[arg(long, default_value_t = 3)]
     repeat: u32,
-    /// The sweet spot is the count after which the next one cuts the time by less than this
-    /// fraction.
+    /// The sweet spot is the fewest processes whose time is within this fraction of the
+    /// fastest count's.
     #[arg(long, default_value_t = 0.1)]
     threshold: f64,
     /// Where to write the plots: PREFIX.png and PREFIX.svg.

@@ -210,7 +210,7 @@ fn report(
     }
     if let Some(n) = spot {
         out.push_str(&format!(
-            "sweet spot: {n} processes (past it, the next count cuts the time by less than {:.0}%)\n",
+            "sweet spot: {n} processes (the fewest within {:.0}% of the fastest time)\n",
             threshold * 100.0
         ));
     }
