@@ -226,6 +226,17 @@ pub(super) fn decode_reply<R: DeserializeOwned + 'static>(
     }
 }
 
+/// A reply body's per-item results for a chunk of `len` items from `first`; for the
+/// property tests and the fuzz target (each item a value or an error naming it).
+#[doc(hidden)]
+pub fn reply_results<R: DeserializeOwned + 'static>(
+    body: &[u8],
+    first: usize,
+    len: usize,
+) -> Vec<Result<R, PoolError>> {
+    decode_reply::<R>(body, first, len).into_results()
+}
+
 /// Reply bodies: values (all items succeeded; codec byte and items as [`encode_items`]), or a
 /// postcard [`Reply`].
 pub(super) const REPLY_VALUES: u8 = 0;
@@ -360,6 +371,66 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// What a worker's reply says of a chunk of `len` items from `first`: every item gets
+    /// a value or an error naming that item, and nothing panics, whatever the bytes.
+    fn results_of<R: DeserializeOwned + 'static>(
+        body: &[u8],
+        first: usize,
+        len: usize,
+    ) -> Vec<Result<R, PoolError>> {
+        let results = reply_results::<R>(body, first, len);
+        assert_eq!(results.len(), len, "one result per item");
+        for (k, r) in results.iter().enumerate() {
+            if let Err(e) = r {
+                assert_eq!(e.index(), Some(first + k), "{e}");
+            }
+        }
+        results
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_reply_gives_each_item_a_result_or_its_own_error(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+            first in 0usize..1_000_000,
+            len in 0usize..12,
+        ) {
+            results_of::<u32>(&body, first, len);
+            results_of::<f64>(&body, first, len);
+            results_of::<String>(&body, first, len);
+            results_of::<(i64, Vec<u8>, Option<bool>)>(&body, first, len);
+            let _ = decode_items::<u16>(&body);
+            let _ = decode_items::<Vec<String>>(&body);
+        }
+
+        #[test]
+        fn replies_come_back_as_sent(
+            values in proptest::collection::vec(
+                proptest::option::of(proptest::prelude::any::<String>()), 0..12),
+            first in 0usize..1_000,
+        ) {
+            let len = values.len();
+            let all: Option<Vec<String>> = values.iter().cloned().collect();
+            let reply = match all {
+                Some(v) => Reply::AllOk(v),
+                None => Reply::Mixed(
+                    values.iter().map(|v| v.clone().ok_or_else(|| "boom".to_string())).collect(),
+                ),
+            };
+            let frame = encode_reply(&reply, 1 << 20);
+            let results = results_of::<String>(&frame[REPLY_HEADER..], first, len);
+            for (r, v) in results.iter().zip(&values) {
+                match (r, v) {
+                    (Ok(got), Some(want)) => proptest::prop_assert_eq!(got, want),
+                    (Err(PoolError::Panicked { message, .. }), None) => {
+                        proptest::prop_assert_eq!(message, "boom")
+                    }
+                    other => proptest::prop_assert!(false, "{other:?}"),
+                }
+            }
+        }
     }
 
     #[test]

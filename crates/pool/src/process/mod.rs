@@ -25,7 +25,11 @@ mod supervisor;
 mod sys;
 mod worker;
 
+#[doc(hidden)]
+pub use codec::reply_results;
 pub use engine::ProcessEngine;
+#[doc(hidden)]
+pub use worker::settle_reply_stream;
 
 const KIND_TASK: u8 = 0;
 const KIND_EXIT: u8 = 1;

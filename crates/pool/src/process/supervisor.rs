@@ -14,7 +14,7 @@ use super::child::ChildSetup;
 use super::engine::{Mode, Shared};
 use super::forker::fork_workers;
 use super::job::{Job, JobEnd};
-use super::lanes::{Lanes, LANES};
+use super::lanes::Lanes;
 use super::sys::{death_of, drain_pipe, nonblocking_pipe, pollfd, reap};
 use super::worker::Worker;
 use crate::call::Config;
@@ -146,24 +146,7 @@ impl Supervisor {
             libc::fcntl(in_w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
             libc::fcntl(out_r.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
         }
-        self.workers.push(Worker {
-            pid,
-            tx: in_w,
-            rx: out_r,
-            inflight: VecDeque::new(),
-            inflight_bytes: 0,
-            sent: 0,
-            offset: 0,
-            assigned: 0,
-            retiring: false,
-            exit_sent: false,
-            rbuf: Vec::new(),
-            eof: false,
-            slot,
-            lane_busy: [false; LANES],
-            declined: Vec::new(),
-            replies_lost: false,
-        });
+        self.workers.push(Worker::new(pid, in_w, out_r, slot));
     }
 
     fn publish_pids(&self) {

@@ -17,7 +17,7 @@ use super::lanes::{
     lane_area, LaneView, Lanes, KIND_TASK_LANE, LANES, LANE_BYTES, LANE_MIN, LANE_REPLY_FRAME,
     LANE_TASK_FRAME, TAG_REPLY_LANE,
 };
-use super::sys::note_write_failure;
+use super::sys::{nonblocking_pipe, note_write_failure};
 use super::{KIND_EXIT, REPLY_HEADER, TAG_INIT_FAILED, TAG_REPLY, TASK_HEADER};
 
 pub(super) struct Worker {
@@ -58,6 +58,29 @@ const MAX_INFLIGHT: usize = 16;
 const INFLIGHT_BYTES: usize = 256 << 10;
 
 impl Worker {
+    /// A worker just forked: `tx` writes its tasks, `rx` reads its replies, `slot` is its
+    /// place in the lanes mapping.
+    pub(super) fn new(pid: Pid, tx: OwnedFd, rx: OwnedFd, slot: usize) -> Worker {
+        Worker {
+            pid,
+            tx,
+            rx,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            sent: 0,
+            offset: 0,
+            assigned: 0,
+            retiring: false,
+            exit_sent: false,
+            rbuf: Vec::new(),
+            eof: false,
+            slot,
+            lane_busy: [false; LANES],
+            declined: Vec::new(),
+            replies_lost: false,
+        }
+    }
+
     /// Ends every job sent to this worker with `err`, and forgets what it was sent.
     pub(super) fn cancel_inflight(&mut self, err: &PoolError) {
         for job in self.inflight.drain(..) {
@@ -181,14 +204,16 @@ impl Worker {
         n == 5
     }
 
-    /// Reads what the pipe holds and completes the jobs whose replies arrived.
+    /// Reads what the pipe holds and completes the jobs whose replies arrived; nothing once
+    /// the stream has ended (or broken: the buffer may then start with a length that was
+    /// refused, and must not be trusted for a reservation).
     pub(super) fn read_frames(
         &mut self,
         limit: usize,
         lanes: Option<&Arc<Lanes>>,
         init_failed: &mut Option<String>,
     ) {
-        loop {
+        while !self.eof {
             let chunk = self.rbuf.capacity().clamp(FIRST_READ, READ_CHUNK);
             let want = self.frame_need().max(chunk);
             if self.rbuf.capacity() - self.rbuf.len() < want.min(chunk) {
@@ -307,5 +332,122 @@ impl Worker {
             self.rbuf.drain(..pos);
         }
         true
+    }
+}
+
+/// A pid no process has (above any `pid_max`), for workers without a process: one killed
+/// over a malformed stream signals nobody.
+const NO_PROCESS: i32 = 0x3fff_fff0;
+
+/// Feeds `stream` to a worker holding `jobs` sent jobs, as its replies in two parts cut at
+/// `cut`, then closes the stream and settles what is left as the supervisor does at a
+/// worker's end; returns the order in which the jobs ended. For the property test and the
+/// fuzz target: whatever the bytes, each job must end exactly once, in order. Each end is the
+/// job's index and whether a reply ended it.
+#[doc(hidden)]
+pub fn settle_reply_stream(stream: &[u8], cut: usize, jobs: usize) -> Vec<(usize, bool)> {
+    let ended = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (rx, reply_w) = nonblocking_pipe().expect("a pipe");
+    let (_task_r, tx) = nonblocking_pipe().expect("a pipe");
+    let mut w = Worker::new(Pid::from_raw(NO_PROCESS), tx, rx, 0);
+    for i in 0..jobs {
+        let ended = ended.clone();
+        w.inflight.push_back(Job {
+            frame: Vec::new(),
+            done: Box::new(move |end| {
+                let replied = matches!(end, JobEnd::Reply(_));
+                ended
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((i, replied));
+            }),
+            lane: None,
+            raw: None,
+            xmem_dst: None,
+            xmem_wire: None,
+        });
+    }
+    w.sent = jobs;
+    let (first, second) = stream.split_at(cut.min(stream.len()));
+    let mut init_failed = None;
+    for mut part in [first, second] {
+        loop {
+            // SAFETY: a write from a live slice to our own non-blocking pipe.
+            let n = unsafe { libc::write(reply_w.as_raw_fd(), part.as_ptr().cast(), part.len()) };
+            part = &part[usize::try_from(n).unwrap_or(0)..];
+            w.read_frames(1 << 20, None, &mut init_failed);
+            if part.is_empty() || w.eof {
+                break;
+            }
+        }
+    }
+    drop(reply_w);
+    w.read_frames(1 << 20, None, &mut init_failed);
+    w.cancel_inflight(&PoolError::Terminated);
+    let order = ended.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::codec::{encode_reply, Reply};
+    use super::*;
+
+    fn replies(values: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
+        let mut stream = Vec::new();
+        for v in values {
+            stream.extend(encode_reply(&Reply::AllOk(v), 1 << 20));
+        }
+        stream
+    }
+
+    proptest! {
+        /// Whatever a worker writes (good replies, then any bytes, cut anywhere), each job it
+        /// held ends exactly once, in order. Nothing panics.
+        #[test]
+        fn any_reply_stream_ends_each_job_once(
+            good in 0usize..4,
+            tail in proptest::collection::vec(any::<u8>(), 0..300),
+            jobs in 0usize..6,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut stream = replies((0..good).map(|_| vec![7u8]));
+            stream.extend(&tail);
+            let cut = cut.index(stream.len() + 1);
+            let ends = settle_reply_stream(&stream, cut, jobs);
+            let order: Vec<usize> = ends.iter().map(|e| e.0).collect();
+            prop_assert_eq!(order, (0..jobs).collect::<Vec<_>>());
+            // Good replies before the garbage reach their jobs.
+            prop_assert!(ends.iter().take(good).all(|e| e.1));
+        }
+    }
+
+    /// A stream refused for its frame's length is not read again: that length must never size
+    /// a reservation (the fuzz target's first find: 2 GiB reserved after a 4-byte stream).
+    #[test]
+    fn a_refused_length_sizes_no_buffer() {
+        let (rx, reply_w) = nonblocking_pipe().unwrap();
+        let (_task_r, tx) = nonblocking_pipe().unwrap();
+        let mut w = Worker::new(Pid::from_raw(NO_PROCESS), tx, rx, 0);
+        // SAFETY: a 4-byte write from a constant array.
+        unsafe { libc::write(reply_w.as_raw_fd(), [0u8, 0, 0, 128].as_ptr().cast(), 4) };
+        w.read_frames(1 << 20, None, &mut None);
+        assert!(w.eof && w.replies_lost);
+        w.read_frames(1 << 20, None, &mut None);
+        assert!(w.rbuf.capacity() <= FIRST_READ, "{}", w.rbuf.capacity());
+    }
+
+    /// Replies of every size, many in one read and one larger than the first read buffer,
+    /// and more than a pipe holds at once: each reaches its own job.
+    #[test]
+    fn replies_of_every_size_reach_their_jobs() {
+        let sizes = (0..39)
+            .map(|i| vec![i as u8; 300])
+            .chain([vec![1u8; 10_000], vec![2; 200_000]]);
+        let stream = replies(sizes);
+        let ends = settle_reply_stream(&stream, 1000, 41);
+        assert_eq!(ends, (0..41).map(|i| (i, true)).collect::<Vec<_>>());
     }
 }
