@@ -246,6 +246,9 @@ pub struct Config {
     pub(crate) maxtasks: Option<usize>,
     pub(crate) initializer: Option<Arc<dyn Fn() + Send + Sync>>,
     pub(crate) max_message_bytes: usize,
+    /// How many of the next worker starts fail as a failed fork would (tests only).
+    #[cfg(test)]
+    pub(crate) failing_spawns: AtomicUsize,
 }
 
 /// The part of a worker kind the pool drives: start, stop, observe.

@@ -134,6 +134,8 @@ impl<K: Kind> PoolBuilder<K> {
             maxtasks: self.maxtasks,
             initializer: self.initializer,
             max_message_bytes: self.max_message_bytes.min(MAX_MESSAGE),
+            #[cfg(test)]
+            failing_spawns: Default::default(),
         });
         let engine = K::start(cfg.clone())?;
         Ok(Pool {
@@ -172,7 +174,7 @@ fn usable_cpus_at_first_pool() -> usize {
 /// ```
 pub struct Pool<K: Kind = Processes> {
     engine: Arc<K::Engine>,
-    cfg: Arc<Config>,
+    pub(crate) cfg: Arc<Config>,
     progress: bool,
     /// A caller waiting for results spins briefly first, when a CPU is left for it.
     spin: bool,

@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
+#[cfg(test)]
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +70,13 @@ impl Supervisor {
     /// if any could not be started (the others are kept).
     fn spawn_workers(&mut self, n: usize) -> Result<(), PoolError> {
         let spawn_err = |e: nix::Error| PoolError::Spawn(e.to_string());
+        #[cfg(test)]
+        if (self.cfg.failing_spawns)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(spawn_err(nix::Error::EAGAIN));
+        }
         let mut new: Vec<NewWorker> = Vec::with_capacity(n);
         for _ in 0..n {
             let (in_r, in_w) = nonblocking_pipe().map_err(spawn_err)?;
@@ -263,7 +272,8 @@ impl Supervisor {
     }
 
     /// Reaps workers that closed their pipe (or, on a `sweep`, died unnoticed), fails the job
-    /// each held, and starts replacements.
+    /// each held, and starts replacements (again at each sweep while the pool is short: a
+    /// fork can fail for a while, as when the user's process limit is reached).
     pub(super) fn collect_exits(&mut self, sweep: bool) {
         let mut i = 0;
         let mut changed = false;
@@ -292,7 +302,8 @@ impl Supervisor {
             failed.extend(self.retire(w, death));
             changed = true;
         }
-        if changed {
+        let short = self.workers.len() < self.cfg.workers;
+        if changed || (sweep && short) {
             let needed = self.cfg.workers.saturating_sub(self.workers.len());
             let mode = self.shared.lock().mode;
             let broken = self.shared.lock().broken.is_some();
@@ -428,5 +439,42 @@ impl Supervisor {
             reap(w.pid);
         }
         self.shared.lock().pids.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    use crate::Pool;
+
+    fn addit(x: i64) -> i64 {
+        x + 1
+    }
+
+    /// A replacement that could not be forked is tried again at the next sweep: the pool does
+    /// not stay short of a worker until another one ends.
+    #[test]
+    fn a_failed_replacement_is_tried_again() {
+        let pool = Pool::new(2).unwrap();
+        let before = pool.worker_pids();
+        pool.cfg.failing_spawns.store(1, Ordering::SeqCst);
+        // SAFETY: killing our own worker.
+        unsafe { libc::kill(before[0] as i32, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut pids = pool.worker_pids();
+        while (pids.len() < 2 || pids.contains(&before[0])) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            pids = pool.worker_pids();
+        }
+        assert_eq!(
+            pool.cfg.failing_spawns.load(Ordering::SeqCst),
+            0,
+            "no fork failed"
+        );
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        assert!(!pids.contains(&before[0]));
+        assert_eq!(pool.map(addit, vec![1, 2, 3]).unwrap(), [2, 3, 4]);
     }
 }
