@@ -1,7 +1,7 @@
 #![no_main]
 //! What a pool's worker process writes back: any byte stream, cut anywhere, ends each job the
-//! worker held exactly once and in order; any reply body gives each item of its chunk a value
-//! or an error naming that item.
+//! worker held once and in order, with no reservation sized by a refused length; any reply
+//! body gives each item of its chunk a value or an error naming that item.
 
 use hpcbox_pool::process::{reply_results, settle_reply_stream};
 use libfuzzer_sys::fuzz_target;

@@ -30,7 +30,8 @@ pub(super) enum ReplyBody {
 }
 
 impl ReplyBody {
-    fn bytes(&self) -> &[u8] {
+    /// The reply's body: the bytes after its frame's header.
+    pub(super) fn bytes(&self) -> &[u8] {
         match self {
             ReplyBody::Frame(frame, start) => &frame[*start..],
             ReplyBody::Lane(view) => view.bytes(),

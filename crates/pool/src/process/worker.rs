@@ -46,11 +46,13 @@ pub(super) struct Worker {
 }
 
 const EXIT_FRAME: [u8; 5] = [1, 0, 0, 0, KIND_EXIT];
-/// A worker's first read buffer, and the most a read asks for beyond a frame's known size: the
-/// buffer grows from the first to the second as replies stream in. Small first, so that a pool
-/// that gets a few short replies never allocates (and frees) 64 KiB per worker: a free of that
-/// size makes glibc consolidate its heap, touching pages that a fork has just shared.
+/// The room a worker's first read asks for. Small, so that a pool that gets a few short
+/// replies never allocates (and frees) 64 KiB per worker: a free of that size makes glibc
+/// consolidate its heap, touching pages that a fork has just shared.
 const FIRST_READ: usize = 4 << 10;
+/// The room a read asks for once replies stream in (the buffer grows toward it and stays);
+/// a frame larger than this is read into a buffer of its own size and handed on whole, a
+/// smaller one is copied out of the buffer.
 const READ_CHUNK: usize = 64 << 10;
 /// Prefetch: a worker gets at least 2 jobs, and up to 16 while they stay small.
 const MIN_INFLIGHT: usize = 2;
@@ -282,7 +284,7 @@ impl Worker {
             if self.rbuf.len() - pos < 4 + len {
                 break;
             }
-            let frame = if pos == 0 && self.rbuf.len() == 4 + len && len > FIRST_READ {
+            let frame = if pos == 0 && self.rbuf.len() == 4 + len && len > READ_CHUNK {
                 std::mem::take(&mut self.rbuf) // a large frame, read straight into place
             } else {
                 pos += 4 + len;
@@ -340,12 +342,17 @@ impl Worker {
 const NO_PROCESS: i32 = 0x3fff_fff0;
 
 /// Feeds `stream` to a worker holding `jobs` sent jobs, as its replies in two parts cut at
-/// `cut`, then closes the stream and settles what is left as the supervisor does at a
-/// worker's end; returns the order in which the jobs ended. For the property test and the
-/// fuzz target: whatever the bytes, each job must end exactly once, in order. Each end is the
-/// job's index and whether a reply ended it.
+/// `cut`, then closes the stream and fails the jobs left, as a pool's end does
+/// (`cancel_inflight`); returns how the jobs ended, in the order they did: each job's index,
+/// and its reply's body if a reply ended it. For the property test and the fuzz target:
+/// whatever the bytes, nothing panics, nothing is reserved for a length the stream was
+/// refused for, and replies before any garbage reach their jobs in order.
 #[doc(hidden)]
-pub fn settle_reply_stream(stream: &[u8], cut: usize, jobs: usize) -> Vec<(usize, bool)> {
+pub fn settle_reply_stream(
+    stream: &[u8],
+    cut: usize,
+    jobs: usize,
+) -> Vec<(usize, Option<Vec<u8>>)> {
     let ended = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (rx, reply_w) = nonblocking_pipe().expect("a pipe");
     let (_task_r, tx) = nonblocking_pipe().expect("a pipe");
@@ -355,11 +362,14 @@ pub fn settle_reply_stream(stream: &[u8], cut: usize, jobs: usize) -> Vec<(usize
         w.inflight.push_back(Job {
             frame: Vec::new(),
             done: Box::new(move |end| {
-                let replied = matches!(end, JobEnd::Reply(_));
+                let body = match end {
+                    JobEnd::Reply(body) => Some(body.bytes().to_vec()),
+                    _ => None,
+                };
                 ended
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push((i, replied));
+                    .push((i, body));
             }),
             lane: None,
             raw: None,
@@ -395,32 +405,36 @@ mod tests {
     use super::super::codec::{encode_reply, Reply};
     use super::*;
 
-    fn replies(values: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
-        let mut stream = Vec::new();
+    /// Each value's reply frame, one after the other, and each reply's body.
+    fn replies(values: impl IntoIterator<Item = Vec<u8>>) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let (mut stream, mut bodies) = (Vec::new(), Vec::new());
         for v in values {
-            stream.extend(encode_reply(&Reply::AllOk(v), 1 << 20));
+            let frame = encode_reply(&Reply::AllOk(v), 1 << 20);
+            bodies.push(frame[REPLY_HEADER..].to_vec());
+            stream.extend(frame);
         }
-        stream
+        (stream, bodies)
     }
 
     proptest! {
-        /// Whatever a worker writes (good replies, then any bytes, cut anywhere), each job it
-        /// held ends exactly once, in order. Nothing panics.
+        /// Whatever a worker writes (good replies of any size, then any bytes, cut anywhere),
+        /// each job it held ends once, in order, and the good replies reach their own jobs.
         #[test]
         fn any_reply_stream_ends_each_job_once(
-            good in 0usize..4,
+            sizes in proptest::collection::vec(0usize..80_000, 0..4),
             tail in proptest::collection::vec(any::<u8>(), 0..300),
             jobs in 0usize..6,
             cut in any::<prop::sample::Index>(),
         ) {
-            let mut stream = replies((0..good).map(|_| vec![7u8]));
+            let (mut stream, bodies) = replies(sizes.iter().map(|&n| vec![n as u8; n]));
             stream.extend(&tail);
             let cut = cut.index(stream.len() + 1);
             let ends = settle_reply_stream(&stream, cut, jobs);
             let order: Vec<usize> = ends.iter().map(|e| e.0).collect();
             prop_assert_eq!(order, (0..jobs).collect::<Vec<_>>());
-            // Good replies before the garbage reach their jobs.
-            prop_assert!(ends.iter().take(good).all(|e| e.1));
+            for (end, body) in ends.iter().zip(&bodies) {
+                prop_assert_eq!(end.1.as_ref(), Some(body));
+            }
         }
     }
 
@@ -439,15 +453,17 @@ mod tests {
         assert!(w.rbuf.capacity() <= FIRST_READ, "{}", w.rbuf.capacity());
     }
 
-    /// Replies of every size, many in one read and one larger than the first read buffer,
-    /// and more than a pipe holds at once: each reaches its own job.
+    /// Replies of every size, many in one read, some larger than the buffer, and more than a
+    /// pipe holds at once: each reaches its own job.
     #[test]
     fn replies_of_every_size_reach_their_jobs() {
         let sizes = (0..39)
-            .map(|i| vec![i as u8; 300])
-            .chain([vec![1u8; 10_000], vec![2; 200_000]]);
-        let stream = replies(sizes);
+            .map(|i| vec![i as u8; 300 * i])
+            .chain([vec![1u8; 70_000], vec![2; 200_000]]);
+        let (stream, bodies) = replies(sizes);
         let ends = settle_reply_stream(&stream, 1000, 41);
-        assert_eq!(ends, (0..41).map(|i| (i, true)).collect::<Vec<_>>());
+        let want: Vec<(usize, Option<Vec<u8>>)> =
+            bodies.into_iter().map(Some).enumerate().collect();
+        assert!(ends == want, "replies reached the wrong jobs or none");
     }
 }
