@@ -172,6 +172,12 @@ fn scale_reports_fits_and_plots_a_sweep() {
     // A failing command stops the sweep with its error.
     let out = hpcbox(&["scale", "--procs", "1", "--", "sh", "-c", "exit 3"]);
     assert!(!out.status.success());
+    // A threshold that is no fraction is refused before anything runs.
+    for bad in ["-0.1", "nan", "inf", "ten"] {
+        let out = hpcbox(&["scale", "--threshold", bad, "--", "sh", "-c", "exit 9"]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a fraction"));
+    }
 }
 
 /// A fake rsh agent in `dir`: `fake-rsh HOST COMMAND` runs COMMAND here with `FAKE_HOST=HOST`.

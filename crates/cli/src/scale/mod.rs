@@ -30,9 +30,9 @@ pub struct ScaleArgs {
     /// Runs per count.
     #[arg(long, default_value_t = 3)]
     repeat: u32,
-    /// The sweet spot is the fewest processes whose time is within this fraction of the
-    /// fastest count's.
-    #[arg(long, default_value_t = 0.1)]
+    /// The sweet spot is the fewest processes whose time is at most this fraction longer than
+    /// the fastest count's.
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
     threshold: f64,
     /// Where to write the plots: PREFIX.png and PREFIX.svg.
     #[arg(long, default_value = "scale")]
@@ -170,4 +170,14 @@ fn time_once(argv: &[String]) -> Result<f64, String> {
         ));
     }
     Ok(seconds)
+}
+
+/// A non-negative finite fraction (`--threshold`).
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!(
+            "{text:?} is not a fraction of 0 or more (0.1 is 10%)"
+        )),
+    }
 }
