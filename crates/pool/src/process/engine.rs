@@ -154,6 +154,7 @@ impl Kind for Processes {
             workers: Vec::new(),
             pending: VecDeque::new(),
             last_sweep: Instant::now(),
+            failed_spawn: None,
             lanes,
             driven_by_caller: false,
             cross_memory: cfg!(target_os = "linux"),

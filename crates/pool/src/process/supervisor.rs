@@ -29,6 +29,9 @@ pub(super) struct Supervisor {
     pub(super) workers: Vec<Worker>,
     pub(super) pending: VecDeque<Job>,
     pub(super) last_sweep: Instant,
+    /// When a replacement last failed to start: the next try waits a sweep period (callers
+    /// sweep at every call; a failing fork is not to be repeated at each).
+    pub(super) failed_spawn: Option<Instant>,
     pub(super) lanes: Option<Arc<Lanes>>,
     /// Run by a caller waiting for its work (not by the supervisor thread, nor by a stop):
     /// then a caller waiting to drive is a reason not to sleep.
@@ -302,14 +305,17 @@ impl Supervisor {
             failed.extend(self.retire(w, death));
             changed = true;
         }
+        let retry = self.failed_spawn.is_none_or(|t| t.elapsed() >= SWEEP_EVERY);
         let short = self.workers.len() < self.cfg.workers;
-        if changed || (sweep && short) {
+        if changed || (sweep && short && retry) {
             let needed = self.cfg.workers.saturating_sub(self.workers.len());
             let mode = self.shared.lock().mode;
             let broken = self.shared.lock().broken.is_some();
             let wanted = !broken && (mode == Mode::Run || !self.pending.is_empty());
             if wanted && needed > 0 {
-                if let Err(e) = self.spawn_workers(needed) {
+                let started = self.spawn_workers(needed);
+                self.failed_spawn = started.is_err().then(Instant::now);
+                if let Err(e) = started {
                     if self.workers.is_empty() {
                         self.shared.lock().broken = Some(e);
                     }
@@ -453,8 +459,8 @@ mod tests {
         x + 1
     }
 
-    /// A replacement that could not be forked is tried again at the next sweep: the pool does
-    /// not stay short of a worker until another one ends.
+    /// A replacement that could not be forked is tried again a sweep period later (not at
+    /// each call in between): the pool does not stay short of a worker until another ends.
     #[test]
     fn a_failed_replacement_is_tried_again() {
         let pool = Pool::new(2).unwrap();
@@ -462,7 +468,8 @@ mod tests {
         pool.cfg.failing_spawns.store(1, Ordering::SeqCst);
         // SAFETY: killing our own worker.
         unsafe { libc::kill(before[0] as i32, libc::SIGKILL) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let killed = Instant::now();
+        let deadline = killed + Duration::from_secs(10);
         let mut pids = pool.worker_pids();
         while (pids.len() < 2 || pids.contains(&before[0])) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -474,6 +481,10 @@ mod tests {
             "no fork failed"
         );
         assert_eq!(pids.len(), 2, "{pids:?}");
+        assert!(
+            killed.elapsed() >= super::SWEEP_EVERY,
+            "tried again too soon"
+        );
         assert!(!pids.contains(&before[0]));
         assert_eq!(pool.map(addit, vec![1, 2, 3]).unwrap(), [2, 3, 4]);
     }
