@@ -275,8 +275,9 @@ impl Supervisor {
     }
 
     /// Reaps workers that closed their pipe (or, on a `sweep`, died unnoticed), fails the job
-    /// each held, and starts replacements (again at each sweep while the pool is short: a
-    /// fork can fail for a while, as when the user's process limit is reached).
+    /// each held, and starts replacements (again at later sweeps while the pool is short, a
+    /// sweep period after a failed try: a fork can fail for a while, as when the user's
+    /// process limit is reached).
     pub(super) fn collect_exits(&mut self, sweep: bool) {
         let mut i = 0;
         let mut changed = false;
